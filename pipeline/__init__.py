@@ -1,0 +1,1 @@
+"""The data pipeline: manifests, images, perceptual hashing, eval dedup, weights, shards, Ray."""

@@ -1,0 +1,40 @@
+"""The `weakly` command: one parser; each package contributes its own subcommands.
+
+Errors a user can fix (missing WordNet, a bad flag value, an unreadable file) print one line
+naming what and where and exit 2; they never end in a stack trace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from wordnet_tools import WordNetNotFound
+from wordnet_tools import cli as lexicon_cli
+
+from . import demo
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="weakly",
+        description="Weakly supervised pretraining data: hashtags -> WordNet labels -> shards.",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    lexicon_cli.add_commands(subparsers)
+    demo.add_command(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (WordNetNotFound, ValueError, FileNotFoundError) as exc:
+        print(f"weakly {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
