@@ -15,7 +15,7 @@ import pyarrow as pa
 from .normalise import normalise_tag
 
 LEMMA, INFLECTION = 0, 1
-BUILDER_VERSION = 1  # bump when the table's meaning changes: it is part of the cache key
+BUILDER_VERSION = 2  # bump when the table's meaning changes: it is part of the cache key
 
 FORMS_SCHEMA = pa.schema(
     [
@@ -90,9 +90,9 @@ def compile_tables(reader) -> tuple[pa.Table, pa.Table]:
         for base in bases:
             if base in lemma_set:
                 inflected.setdefault(form, base)
+    # A candidate that is also a lemma (`glasses`) keeps both readings: its lemma rows rank
+    # first, and the inflection rows (`glass`) serve vocabularies that lack the lemma's synsets.
     for candidate in sorted(inflected):
-        if candidate in lemma_set:
-            continue  # a form that is itself a lemma matches as that lemma
         senses = reader.synsets(candidate, "n")  # NLTK applies WordNet morphology here
         raw_rows.extend(_rows_for(candidate, senses, INFLECTION, inflected[candidate]))
 
