@@ -1,0 +1,279 @@
+"""The streaming training loader: shards -> weighted stream -> shuffle -> decode -> batches.
+
+Each rank has `n_streams = max(1, workers)` logical streams; logical stream `j` of rank `r` is
+sampler slot `r * n_streams + j` of `world_size * n_streams`. Workers build whole batches, and
+the DataLoader hands them out round-robin, so batch `t` of a rank is the next batch of logical
+stream `t % n_streams`. Every batch carries its stream's state; the loader keeps the latest per
+stream, which is exactly what a checkpoint needs to continue with the batches an uninterrupted
+run would have seen. On resume at step `k`, physical worker `w` runs logical stream
+`(w + k) % n_streams`, since the DataLoader always starts at worker 0.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from .sampler import Plan, SampleStream, StreamState
+from .shards import DEFAULT_MAX_MEMBER_BYTES, Dataset, Sample
+from .transforms import (
+    DECODE_ERRORS,
+    crop_params,
+    decode_crop_cpu,
+    decode_crop_gpu,
+    header_size,
+    normalize,
+)
+
+_AUG = 4
+
+
+@dataclass(frozen=True)
+class LoaderConfig:
+    batch_size: int
+    image_size: int = 224
+    seed: int = 0
+    sampling: str = "weighted"
+    shuffle_buffer: int = 1000
+    workers: int = 0
+    rank: int = 0
+    world_size: int = 1
+    decode: str = "cpu"
+    draft: bool = True
+    max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES
+
+    @property
+    def n_streams(self) -> int:
+        return max(1, self.workers)
+
+
+def make_plan(dataset: Dataset, seed: int, sampling: str, shuffle_buffer: int) -> Plan:
+    return Plan(
+        weight_sums=tuple(float(w) for w in dataset.shards.weight_sum),
+        seed=seed,
+        mode=sampling,
+        mean_shard_size=dataset.mean_shard_size,
+        buffer_size=shuffle_buffer,
+    )
+
+
+def pad_labels(labels: list[tuple[int, ...]]) -> torch.Tensor:
+    """[B, Kmax] class indices, -1 where an image has fewer labels."""
+    kmax = max((len(x) for x in labels), default=1)
+    out = torch.full((len(labels), kmax), -1, dtype=torch.long)
+    for i, lab in enumerate(labels):
+        out[i, : len(lab)] = torch.as_tensor(lab, dtype=torch.long)
+    return out
+
+
+def _state_to_ckpt(state: StreamState, corrupt: int) -> dict:
+    d = state.to_dict()
+    d["buffer"] = torch.as_tensor(d["buffer"], dtype=torch.long).reshape(-1, 3)
+    d["corrupt"] = corrupt
+    return d
+
+
+class StreamDataset(IterableDataset):
+    """One rank's logical streams; each DataLoader worker runs one of them."""
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        cfg: LoaderConfig,
+        states: list[dict | None] | None = None,
+        rotation: int = 0,
+    ) -> None:
+        self.dataset, self.cfg = dataset, cfg
+        self.states = states or [None] * cfg.n_streams
+        self.rotation = rotation
+        self.plan = make_plan(dataset, cfg.seed, cfg.sampling, cfg.shuffle_buffer)
+
+    def _read(self, shard: int) -> Iterator[tuple[float, Sample]]:
+        for s in self.dataset.read_shard(shard, self.cfg.max_member_bytes):
+            yield s.weight, s
+
+    def __iter__(self) -> Iterator[dict]:
+        cfg = self.cfg
+        info = get_worker_info()
+        physical = info.id if info is not None else 0
+        if info is not None and info.num_workers != cfg.n_streams:
+            raise RuntimeError("DataLoader workers must equal the loader's stream count")
+        logical = (physical + self.rotation) % cfg.n_streams
+        slot = cfg.rank * cfg.n_streams + logical
+        saved = self.states[logical]
+        corrupt = int(saved["corrupt"]) if saved else 0
+        stream = SampleStream(
+            self.plan,
+            slot,
+            cfg.world_size * cfg.n_streams,
+            self._read,
+            StreamState.from_dict(saved) if saved else None,
+        )
+        keys, labels, images, params = [], [], [], []
+        for ref, sample in stream:
+            rng = np.random.default_rng([cfg.seed, _AUG, slot, *ref])
+            try:
+                width, height = header_size(sample.jpg)
+                p = crop_params(width, height, rng)
+                if cfg.decode == "cpu":
+                    images.append(decode_crop_cpu(sample.jpg, p, cfg.image_size, cfg.draft))
+                else:
+                    images.append(torch.frombuffer(bytearray(sample.jpg), dtype=torch.uint8))
+                    params.append(p)
+            except DECODE_ERRORS:
+                corrupt += 1
+                continue
+            keys.append(sample.key)
+            labels.append(sample.labels)
+            if len(keys) < cfg.batch_size:
+                continue
+            batch = {
+                "keys": keys,
+                "targets": pad_labels(labels),
+                "stream": logical,
+                "state": _state_to_ckpt(stream.state(), corrupt),
+            }
+            if cfg.decode == "cpu":
+                batch["images"] = torch.from_numpy(np.stack(images))  # NHWC uint8
+            else:
+                batch["jpgs"] = images
+                batch["params"] = torch.as_tensor(params, dtype=torch.long)
+            yield batch
+            keys, labels, images, params = [], [], [], []
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)
+
+
+class TrainLoader:
+    """Endless batches for one rank, with a state that resumes them exactly."""
+
+    def __init__(self, dataset: Dataset, cfg: LoaderConfig, pin_memory: bool = False) -> None:
+        if cfg.decode not in ("cpu", "gpu"):
+            raise ValueError(f"decode must be 'cpu' or 'gpu', not {cfg.decode!r}")
+        self.dataset, self.cfg, self.pin_memory = dataset, cfg, pin_memory
+        self.step = 0
+        self.states: list[dict | None] = [None] * cfg.n_streams
+
+    def state_dict(self) -> dict:
+        cfg = self.cfg
+        return {
+            "step": self.step,
+            "n_streams": cfg.n_streams,
+            "rank": cfg.rank,
+            "world_size": cfg.world_size,
+            "seed": cfg.seed,
+            "sampling": cfg.sampling,
+            "batch_size": cfg.batch_size,
+            "shuffle_buffer": cfg.shuffle_buffer,
+            "streams": [s if s is not None else {} for s in self.states],
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        cfg = self.cfg
+        for name in ("n_streams", "world_size", "rank", "seed", "sampling", "batch_size"):
+            have = getattr(cfg, name)
+            if state[name] != have:
+                raise ValueError(
+                    f"checkpoint loader state has {name}={state[name]!r} but this run has "
+                    f"{have!r}; resume with the same value to continue the same sample order"
+                )
+        self.step = int(state["step"])
+        self.states = [s if s else None for s in state["streams"]]
+
+    @property
+    def corrupt(self) -> int:
+        return sum(int(s["corrupt"]) for s in self.states if s)
+
+    def __iter__(self) -> Iterator[dict]:
+        cfg = self.cfg
+        ds = StreamDataset(self.dataset, cfg, list(self.states), self.step % cfg.n_streams)
+        loader = DataLoader(
+            ds,
+            batch_size=None,
+            num_workers=cfg.workers,
+            pin_memory=self.pin_memory,
+            worker_init_fn=_worker_init if cfg.workers else None,
+            prefetch_factor=4 if cfg.workers else None,
+            persistent_workers=False,
+        )
+        for batch in loader:
+            self.states[batch["stream"]] = batch.pop("state")
+            self.step += 1
+            yield batch
+
+
+def prepare_batch(
+    batch: dict, device: torch.device, image_size: int, channels_last: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Normalised float images and targets on `device`, plus how many GPU decodes failed."""
+    targets = batch["targets"]
+    if "images" in batch:
+        images = batch["images"].to(device, non_blocking=True).permute(0, 3, 1, 2)
+        failed = 0
+    else:
+        images, kept = decode_crop_gpu(batch["jpgs"], batch["params"], image_size, device)
+        failed = len(batch["jpgs"]) - len(kept)
+        if failed:
+            targets = targets[kept]
+    return normalize(images, channels_last), targets.to(device, non_blocking=True), failed
+
+
+def iter_sample_keys(
+    dataset_dir: str,
+    seed: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+    *,
+    batch_size: int = 1,
+    workers: int = 0,
+    sampling: str = "weighted",
+    shuffle_buffer: int = 1000,
+    split: str = "train",
+) -> Iterator[str]:
+    """The keys one rank's loader yields, in order, without reading a byte of any tar.
+
+    Uses index/samples.parquet in place of the tars. Agrees key for key with `TrainLoader`
+    built with the same arguments, except that the loader also drops samples whose JPEG does
+    not decode (this function cannot know those without decoding).
+    """
+    dataset = Dataset(dataset_dir, split)
+    cfg = LoaderConfig(
+        batch_size=batch_size,
+        seed=seed,
+        sampling=sampling,
+        shuffle_buffer=shuffle_buffer,
+        workers=workers,
+        rank=rank,
+        world_size=world_size,
+    )
+    plan = make_plan(dataset, seed, sampling, shuffle_buffer)
+    index = dataset.sample_index()
+    files = dataset.shards.files
+
+    def read(shard: int) -> list[tuple[float, str]]:
+        return [(w, key) for key, w in index.get(files[shard], [])]
+
+    streams = [
+        iter(SampleStream(plan, rank * cfg.n_streams + j, world_size * cfg.n_streams, read))
+        for j in range(cfg.n_streams)
+    ]
+    for step in itertools.count():
+        for _, key in itertools.islice(streams[step % cfg.n_streams], batch_size):
+            yield key
+
+
+__all__ = [
+    "LoaderConfig",
+    "StreamDataset",
+    "TrainLoader",
+    "iter_sample_keys",
+    "pad_labels",
+    "prepare_batch",
+]
