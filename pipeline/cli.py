@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from train import cli as train_cli
 from wordnet_tools import WordNetNotFound
 from wordnet_tools import cli as lexicon_cli
 
@@ -23,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True)
     lexicon_cli.add_commands(subparsers)
     demo.add_command(subparsers)
+    train_cli.add_command(subparsers)
     return parser
 
 

@@ -1,0 +1,106 @@
+"""Arguments of the trainer, shared by `python -m train`, `torchrun -m train` and `weakly train`.
+
+A `--config` file (YAML or JSON, keys named like the flags) supplies values; a flag given on
+the command line wins over the file. `--data`, `--model` and `--out` may come from either.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+
+def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p.add_argument("--data", help="dataset folder or fsspec URL (docs/FORMAT.md)")
+    p.add_argument("--split", default="train")
+    p.add_argument("--model", help="tiny, resnet18, resnet50, resnext101_32x8d, ...")
+    p.add_argument("--out", help="run folder: metrics.jsonl and checkpoints")
+    p.add_argument("--config", help="YAML/JSON file of flag values (flags win)")
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--steps", type=int, help="optimizer steps")
+    length.add_argument("--samples", type=int, help="samples seen in total, over all ranks")
+    p.add_argument("--batch-size", type=int, default=32, help="per rank")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--resume", default="none", help="none, auto (latest valid) or a file")
+    p.add_argument("--lr", type=float, default=0.1, help="per 256 images; scaled linearly")
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--warmup-steps", type=int, default=0)
+    p.add_argument("--loss", choices=["softmax", "bce"], default="softmax")
+    p.add_argument("--sampling", choices=["weighted", "natural"], default="weighted")
+    p.add_argument("--shuffle-buffer", type=int, default=1000)
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--workers", type=int, default=4, help="loader processes per rank")
+    p.add_argument("--decode", choices=["auto", "cpu", "gpu"], default="auto")
+    p.add_argument("--no-draft", dest="draft", action="store_false", help="full-scale decode")
+    p.add_argument("--amp", action="store_true", help="bfloat16 autocast")
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--ckpt-every", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--record-keys", action="store_true", help="write keys-rank{r}.jsonl")
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    return add_arguments(
+        argparse.ArgumentParser(
+            prog="python -m train", description="Pretrain on weakly shards (one GPU or DDP)."
+        )
+    )
+
+
+def _defaults() -> dict:
+    return vars(build_parser().parse_args([]))
+
+
+def resolve(args: argparse.Namespace) -> argparse.Namespace:
+    """Fold in `--config` and check that the run is fully specified."""
+    if args.config:
+        path = Path(args.config)
+        text = path.read_text()
+        cfg = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        if not isinstance(cfg, dict):
+            raise ValueError(f"{path}: expected a mapping of flag names to values")
+        defaults = _defaults()
+        for raw, value in cfg.items():
+            key = str(raw).replace("-", "_")
+            if key not in defaults or key == "config":
+                raise ValueError(f"{path}: unknown setting {raw!r}")
+            if getattr(args, key) == defaults[key]:
+                setattr(args, key, value)
+    for name in ("data", "model", "out"):
+        if not getattr(args, name):
+            raise ValueError(f"--{name} is required (on the command line or in --config)")
+    if args.steps is None and args.samples is None:
+        raise ValueError("give --steps or --samples")
+    if args.steps is not None and args.samples is not None:
+        raise ValueError("give --steps or --samples, not both")
+    return args
+
+
+def run(args: argparse.Namespace) -> int:
+    from .loop import train
+
+    train(resolve(args))
+    return 0
+
+
+def add_command(subparsers) -> None:
+    """Register `weakly train` with the same arguments as `python -m train`."""
+    p = subparsers.add_parser("train", help="pretrain a model on weakly shards")
+    add_arguments(p)
+    p.set_defaults(func=run)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"train: error: {exc}", file=sys.stderr)
+        return 2
