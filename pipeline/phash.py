@@ -31,7 +31,7 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 HASH_VERSION = "weakly-phash-v1"
 HASH_SIDE = 32  # side of the greyscale square the DCT runs on
@@ -125,7 +125,7 @@ def decode_for_hash(
     return img
 
 
-def _to_luma(img: Image.Image) -> Image.Image:
+def to_luma(img: Image.Image) -> Image.Image:
     """8-bit luma as displayed: alpha over white, 16-bit scaled down, palette expanded."""
     mode = img.mode
     if mode == "L":
@@ -166,7 +166,7 @@ def luma32(img: Image.Image | np.ndarray) -> np.ndarray:
     pil = _as_pil(img)
     if min(pil.size) < MIN_SIDE:
         raise ImageDecodeError(f"image too small: {pil.size[0]}x{pil.size[1]}")
-    small = _to_luma(pil).resize((HASH_SIDE, HASH_SIDE), Image.Resampling.BOX)
+    small = to_luma(pil).resize((HASH_SIDE, HASH_SIDE), Image.Resampling.BOX)
     return np.asarray(small, dtype=np.float32)
 
 
@@ -249,7 +249,9 @@ def phash_many(items: list[bytes], *, max_pixels: int = DEFAULT_MAX_PIXELS) -> H
 
 def hamming(a: np.ndarray | int, b: np.ndarray | int) -> np.ndarray:
     """Element-wise Hamming distance between uint64 hashes (broadcasting)."""
-    return np.bitwise_count(np.bitwise_xor(np.asarray(a, dtype=np.uint64), np.asarray(b, dtype=np.uint64)))
+    return np.bitwise_count(
+        np.bitwise_xor(np.asarray(a, dtype=np.uint64), np.asarray(b, dtype=np.uint64))
+    )
 
 
 def to_hex(h: int) -> str:
