@@ -13,7 +13,7 @@ from train import cli as train_cli
 from wordnet_tools import WordNetNotFound
 from wordnet_tools import cli as lexicon_cli
 
-from . import demo
+from . import demo, eval_index_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True)
     lexicon_cli.add_commands(subparsers)
     demo.add_command(subparsers)
+    eval_index_cli.add_command(subparsers)
     train_cli.add_command(subparsers)
     return parser
 
