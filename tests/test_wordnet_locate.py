@@ -10,7 +10,7 @@ import nltk
 import pytest
 
 from wordnet_tools import WordNetNotFound, build_lexicon, locate_wordnet, open_wordnet
-from wordnet_tools.locate import DEBIAN_WORDNET_DIR
+from wordnet_tools.locate import DEBIAN_WORDNET_DIR, nltk_data_roots
 from wordnet_tools.store import FORMS_FILE, lexicon_key
 
 
@@ -19,7 +19,10 @@ def isolated(monkeypatch, tmp_path):
     """A cache of its own and no NLTK data roots, so only what the test provides is found."""
     monkeypatch.setenv("WEAKLY_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("WEAKLY_WORDNET", raising=False)
-    monkeypatch.setattr(nltk.data, "path", [str(tmp_path / "no-nltk-data")])
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("NLTK_DATA", raising=False)
+    monkeypatch.setattr(nltk.data, "path", [])
+    assert not any((r / "corpora").exists() for r in nltk_data_roots()), "machine has NLTK data"
     return tmp_path
 
 
@@ -49,9 +52,9 @@ def test_nltk_data_is_used_when_present(isolated, monkeypatch):
     arranged = locate_wordnet().nltk_root  # reuse the Debian copy as a user's NLTK data
     user_data = isolated / "nltk_data"
     shutil.copytree(arranged, user_data)
-    monkeypatch.setattr(nltk.data, "path", [str(user_data)])
+    monkeypatch.setenv("NLTK_DATA", str(user_data))
     source = locate_wordnet()
-    assert source.origin == "nltk" and source.nltk_root is None
+    assert source.origin == "nltk" and source.nltk_root == user_data
     reader, _ = open_wordnet()
     assert reader.get_version() == "3.0"
 

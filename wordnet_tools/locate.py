@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +50,7 @@ class WordNetSource:
 
     origin: str  # "explicit", "nltk", or "debian"
     path: Path  # the folder holding index.noun etc., or NLTK's wordnet.zip
-    nltk_root: Path | None  # a root to add to nltk.data.path; None if NLTK finds it itself
+    nltk_root: Path  # the data root NLTK is pointed at (put first on nltk.data.path)
 
 
 def _lexnames_text() -> str:
@@ -58,6 +59,26 @@ def _lexnames_text() -> str:
         f"{i:02d}\t{name}\t{_LEXNAME_CATEGORY[name.split('.')[0]]}\n"
         for i, name in enumerate(names)
     )
+
+
+def nltk_data_roots() -> list[Path]:
+    """The folders NLTK searches for data, in its order (NLTK_DATA first).
+
+    Listed here rather than read from `nltk.data.path` because importing NLTK costs about a
+    second and 150 MB, which every `load_lexicon` would pay just to find a cached table.
+    """
+    env = [Path(p).expanduser() for p in os.environ.get("NLTK_DATA", "").split(os.pathsep) if p]
+    prefix = Path(sys.prefix)
+    return env + [
+        Path.home() / "nltk_data",
+        prefix / "nltk_data",
+        prefix / "share" / "nltk_data",
+        prefix / "lib" / "nltk_data",
+        Path("/usr/share/nltk_data"),
+        Path("/usr/local/share/nltk_data"),
+        Path("/usr/lib/nltk_data"),
+        Path("/usr/local/lib/nltk_data"),
+    ]
 
 
 def _is_wordnet_folder(path: Path) -> bool:
@@ -99,13 +120,10 @@ def locate_wordnet(wordnet_dir: str | os.PathLike[str] | None = None) -> WordNet
             if _is_wordnet_folder(candidate):
                 return WordNetSource("explicit", candidate, _arrange_for_nltk(candidate))
         raise WordNetNotFound(_missing_message(f"{path} has no index.noun/data.noun/noun.exc"))
-    try:
-        import nltk
-
-        found = nltk.data.find("corpora/wordnet")
-        return WordNetSource("nltk", Path(str(found)), None)
-    except LookupError:
-        pass
+    for root in nltk_data_roots():
+        folder, archive = root / "corpora" / "wordnet", root / "corpora" / "wordnet.zip"
+        if _is_wordnet_folder(folder) or archive.is_file():
+            return WordNetSource("nltk", folder if folder.is_dir() else archive, root)
     if _is_wordnet_folder(DEBIAN_WORDNET_DIR):
         return WordNetSource("debian", DEBIAN_WORDNET_DIR, _arrange_for_nltk(DEBIAN_WORDNET_DIR))
     raise WordNetNotFound(
@@ -119,10 +137,11 @@ def open_wordnet(wordnet_dir: str | os.PathLike[str] | None = None):
     import nltk
     from nltk.corpus.reader.wordnet import WordNetCorpusReader
 
-    if source.nltk_root is not None and str(source.nltk_root) not in nltk.data.path:
-        nltk.data.path.insert(0, str(source.nltk_root))
+    if str(source.nltk_root) in nltk.data.path:
+        nltk.data.path.remove(str(source.nltk_root))
+    nltk.data.path.insert(0, str(source.nltk_root))
     try:
-        pointer = nltk.data.find("corpora/wordnet")  # our root, if any, comes first
+        pointer = nltk.data.find("corpora/wordnet")  # our root comes first
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "multilingual functions not available": expected
             reader = WordNetCorpusReader(pointer, None)

@@ -64,7 +64,10 @@ def build_lexicon(
     return target
 
 
-def read_tables(folder: str | os.PathLike[str]) -> tuple[pa.Table, pa.Table]:
+def read_tables(
+    folder: str | os.PathLike[str], synset_columns: tuple[str, ...] = ("wnid", "name")
+) -> tuple[pa.Table, pa.Table]:
+    """The forms table and the synset columns asked for (glosses only when a caller wants them)."""
     folder = Path(folder)
     missing = [n for n in (FORMS_FILE, SYNSETS_FILE) if not (folder / n).exists()]
     if missing:
@@ -72,4 +75,5 @@ def read_tables(folder: str | os.PathLike[str]) -> tuple[pa.Table, pa.Table]:
             f"{folder} is not a compiled lexicon (missing {', '.join(missing)}); "
             "run 'weakly lexicon build'"
         )
-    return pq.read_table(folder / FORMS_FILE), pq.read_table(folder / SYNSETS_FILE)
+    synsets = pq.read_table(folder / SYNSETS_FILE, columns=list(synset_columns))
+    return pq.read_table(folder / FORMS_FILE), synsets
