@@ -96,13 +96,14 @@ def dihedral_blocks(block: np.ndarray) -> np.ndarray:
 
 
 def find_uniform_border(
-    grey: np.ndarray, *, tol: float = 12.0, frac: float = 0.98
+    grey: np.ndarray, *, tol: float = 8.0, frac: float = 0.98
 ) -> tuple[int, int, int, int] | None:
     """Box (left, top, right, bottom) inside a uniform frame, or None when there is none.
 
     A side's outer line counts as frame when ``frac`` of its pixels are within ``tol`` grey
     levels of that line's median; the frame continues inwards while lines stay that colour.
-    Trims that remove < 1% of the area or > half a side are ignored.
+    Only frames on two opposite sides count. Trims that remove < 1% of the area or > half a
+    side are ignored.
     """
     g = np.asarray(grey, dtype=np.float32)
     h, w = g.shape
@@ -114,6 +115,12 @@ def find_uniform_border(
 
     top, bottom = depth(g), depth(g[::-1])
     left, right = depth(g.T), depth(g.T[::-1])
+    # Frames come in opposite pairs (letterbox, pillarbox, passe-partout); a one-sided "frame"
+    # is usually sky or a wall, and trimming it would add a useless variant.
+    if not (top and bottom):
+        top = bottom = 0
+    if not (left and right):
+        left = right = 0
     if top + bottom >= h // 2 or left + right >= w // 2:
         return None
     kept = (h - top - bottom) * (w - left - right)
@@ -326,7 +333,7 @@ class EvalIndex:
         elif method == "flat":
             m = 0
         elif method.startswith("mih"):
-            m = int(method.split(":")[1]) if ":" in method else max(2, min(r + 1, 4))
+            m = int(method.split(":")[1]) if ":" in method else 4
         else:
             raise ValueError(f"unknown search method {method!r}: use auto, flat, mih or mih:M")
         if m == 0 or len(self.unique_hashes) == 0:

@@ -101,7 +101,7 @@ def _n_choose(n: int, k: int) -> int:
 def choose_chunks(n_db: int, radius: int, *, max_width: int = 22) -> int:
     """Number of chunks for the multi-index (0 = a flat scan is cheaper)."""
     best_m, best = 0, n_db / 8.0
-    for m in range(2, 12):
+    for m in range(3, 12):
         if chunk_layout(m)[0][1] > max_width:
             continue
         cost = estimate_mih_cost(n_db, m, radius)
@@ -114,6 +114,8 @@ class MultiIndex:
     """Per-chunk bucket tables over a fixed array of hashes. Read-only after construction."""
 
     def __init__(self, db: np.ndarray, m: int) -> None:
+        if not 3 <= m <= 64:
+            raise ValueError(f"multi-index needs 3..64 chunks (bucket tables of <= 2^22), got {m}")
         self.db = np.ascontiguousarray(db, dtype=_U64)
         self.m = m
         self.layout = chunk_layout(m)
