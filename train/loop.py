@@ -72,9 +72,13 @@ def total_steps(args: argparse.Namespace, world_size: int) -> int:
 
 
 def param_digest(model: torch.nn.Module) -> str:
-    """sha256 of every parameter and buffer, to compare ranks and runs."""
+    """sha256 of every parameter, to compare ranks and runs.
+
+    Buffers are left out on purpose: BatchNorm running statistics are per rank under DDP
+    (synchronised from rank 0 at each forward), and the checkpoint keeps rank 0's.
+    """
     h = hashlib.sha256()
-    for name, t in sorted(model.state_dict().items()):
+    for name, t in sorted(model.named_parameters()):
         h.update(name.encode())
         h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
