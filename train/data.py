@@ -118,13 +118,11 @@ class StreamDataset(IterableDataset):
         for ref, sample in stream:
             rng = np.random.default_rng([cfg.seed, _AUG, slot, *ref])
             try:
-                width, height = header_size(sample.jpg)
-                p = crop_params(width, height, rng)
                 if cfg.decode == "cpu":
-                    images.append(decode_crop_cpu(sample.jpg, p, cfg.image_size, cfg.draft))
+                    images.append(decode_crop_cpu(sample.jpg, rng, cfg.image_size, cfg.draft))
                 else:
+                    params.append(crop_params(*header_size(sample.jpg), rng))
                     images.append(torch.frombuffer(bytearray(sample.jpg), dtype=torch.uint8))
-                    params.append(p)
             except DECODE_ERRORS:
                 corrupt += 1
                 continue

@@ -81,6 +81,7 @@ def build_fixture(
     seed: int = 0,
     corrupt: int = 0,
     split: str = "train",
+    min_side: int = 40,
     max_side: int = 96,
 ) -> Path:
     """Write a complete dataset folder; returns its path.
@@ -136,7 +137,7 @@ def build_fixture(
                         jpg = b"\xff\xd8\xff\xe0" + rng.bytes(200)
                         width = height = 0
                     else:
-                        jpg = make_jpeg(rng, max_side=max_side)
+                        jpg = make_jpeg(rng, min_side=min_side, max_side=max_side)
                         width, height = Image.open(io.BytesIO(jpg)).size
                     meta = {
                         "key": key,

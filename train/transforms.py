@@ -60,17 +60,20 @@ def header_size(jpg: bytes) -> tuple[int, int]:
 
 
 def decode_crop_cpu(
-    jpg: bytes, params: tuple[int, int, int, int, int], size: int, draft: bool = True
+    jpg: bytes, rng: np.random.Generator, size: int, draft: bool = True
 ) -> np.ndarray:
-    """Decode, crop, resize to size x size, flip: HWC uint8.
+    """Decode, random-resized-crop to size x size, flip: HWC uint8. Opens the JPEG once.
 
     With `draft`, libjpeg decodes at the smallest 1/1..1/8 scale that still leaves at least
     `size` pixels across the crop: for web images much larger than the crop this skips most of
-    the IDCT work and memory traffic.
+    the IDCT work and memory traffic. The crop is drawn from `rng` exactly as `crop_params`
+    would from the header size, so the GPU path sees the same crops.
     """
-    x, y, w, h, flip = params
     with Image.open(io.BytesIO(jpg)) as img:
+        if img.format != "JPEG":
+            raise ValueError(f"not a JPEG: {img.format}")
         full_w, full_h = img.size
+        x, y, w, h, flip = crop_params(full_w, full_h, rng)
         if draft:
             img.draft("RGB", (math.ceil(full_w * size / w), math.ceil(full_h * size / h)))
         sx, sy = img.size[0] / full_w, img.size[1] / full_h
