@@ -13,16 +13,17 @@ from train import cli as train_cli
 from wordnet_tools import WordNetNotFound
 from wordnet_tools import cli as lexicon_cli
 
-from . import demo, eval_index_cli
+from . import demo, eval_index_cli, ingest_cli
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="weakly",
         description="Weakly supervised pretraining data: hashtags -> WordNet labels -> shards.",
     )
     subparsers = parser.add_subparsers(dest="command", required=True)
     lexicon_cli.add_commands(subparsers)
+    ingest_cli.add_commands(subparsers, argv)
     demo.add_command(subparsers)
     eval_index_cli.add_command(subparsers)
     train_cli.add_command(subparsers)
@@ -30,11 +31,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (WordNetNotFound, ValueError, FileNotFoundError) as exc:
+    except (WordNetNotFound, ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"weakly {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,123 @@
+"""Decode once, validate, resize, encode: the per-image work of pass 2.
+
+The image is decoded at the smallest JPEG scale that still covers the target size (libjpeg's
+scaled IDCT via Pillow's `draft`), oriented by EXIF, validated, then the same decoded pixels are
+hashed and resized, so no image is decoded twice.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+from PIL import Image, ImageOps
+
+from .phash import phash_array
+
+RESIZE_MODES = ("shorter", "keep")
+
+
+class ImageReject(Exception):
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason, self.detail = reason, detail
+
+
+@dataclass(frozen=True)
+class ImageConfig:
+    image_size: int = 256  # shorter side after resizing
+    resize_mode: str = "shorter"  # "shorter": shrink so the shorter side is image_size; "keep"
+    quality: int = 90
+    min_side: int = 32
+    max_pixels: int = 100_000_000
+    max_aspect: float = 6.0
+    keep_small_jpeg: bool = True  # a JPEG already within size is stored as its original bytes
+
+    def __post_init__(self) -> None:
+        if self.resize_mode not in RESIZE_MODES:
+            raise ValueError(f"--resize-mode {self.resize_mode!r}: use shorter or keep")
+        if not 1 <= self.quality <= 100:
+            raise ValueError(f"--quality {self.quality}: use 1..100")
+        if self.image_size < 8:
+            raise ValueError(f"--image-size {self.image_size}: use >= 8")
+
+
+@dataclass
+class PreparedImage:
+    jpeg: bytes
+    width: int
+    height: int
+    phash: int
+    kept_original: bool
+
+
+def _open(data: bytes, config: ImageConfig) -> Image.Image:
+    if not data:
+        raise ImageReject("empty_file")
+    try:
+        img = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as exc:
+        raise ImageReject("too_many_pixels", str(exc)[:120]) from None
+    except Exception as exc:
+        raise ImageReject("not_an_image", f"{type(exc).__name__}: {exc}"[:120]) from None
+    w, h = img.size
+    if w * h > config.max_pixels:
+        raise ImageReject("too_many_pixels", f"{w}x{h} > {config.max_pixels} pixels")
+    if min(w, h) < config.min_side:
+        raise ImageReject("too_small", f"{w}x{h}, need >= {config.min_side} px")
+    if max(w, h) / min(w, h) > config.max_aspect:
+        raise ImageReject("bad_aspect", f"{w}x{h}, aspect over {config.max_aspect:g}")
+    return img
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        canvas = Image.new("RGB", rgba.size, (255, 255, 255))
+        canvas.paste(rgba, mask=rgba.getchannel("A"))
+        return canvas
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        return img.point(lambda v: v / 256).convert("L").convert("RGB")
+    return img.convert("RGB")
+
+
+def prepare_image(data: bytes, config: ImageConfig) -> PreparedImage:
+    """Decoded once: validated, hashed, resized and encoded. Raises ImageReject with a reason."""
+    img = _open(data, config)
+    original_format = img.format
+    w, h = img.size
+    try:
+        orientation = img.getexif().get(0x0112, 1)
+    except Exception:
+        orientation = 1
+    target = config.image_size
+    small_enough = config.resize_mode == "keep" or min(w, h) <= target
+    try:
+        if original_format == "JPEG" and not small_enough:
+            scale = min(w, h) / target
+            img.draft("RGB", (max(1, int(w / scale)), max(1, int(h / scale))))
+        img.seek(0)  # animated: first frame
+        img.load()
+    except Exception as exc:
+        raise ImageReject("corrupt_image", f"{type(exc).__name__}: {exc}"[:120]) from None
+    img = ImageOps.exif_transpose(img) if orientation != 1 else img
+    rgb = _to_rgb(img)
+    image_hash = phash_array(rgb)
+    keep = (
+        config.keep_small_jpeg
+        and small_enough
+        and original_format == "JPEG"
+        and orientation == 1
+        and img.mode == "RGB"
+    )
+    if keep:
+        return PreparedImage(data, rgb.width, rgb.height, image_hash, True)
+    if not small_enough:
+        scale = target / min(rgb.size)
+        size = (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale)))
+        rgb = rgb.resize(size, Image.Resampling.BICUBIC, reducing_gap=None)
+    out = io.BytesIO()
+    rgb.save(out, "JPEG", quality=config.quality)
+    return PreparedImage(out.getvalue(), rgb.width, rgb.height, image_hash, False)

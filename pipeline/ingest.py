@@ -1,0 +1,741 @@
+"""`weakly ingest`: image–tag manifests to deduplicated, weighted WebDataset shards on Ray.
+
+Flow (one direction):
+  pass 1, one Ray task per manifest file, metadata only: read rows, canonicalise tags;
+  driver: duplicate keys, vocabulary, label noise, counts f(s), weights and weight buckets;
+  pass 2, one Ray task per chunk of rows: fetch, decode once, validate, hash, drop eval
+    near-copies, resize, encode; each chunk commits one parquet part (atomic rename);
+  shards, one Ray task per weight bucket: sort the bucket's samples by key, cut into shards,
+    write each tar atomically with its stats file last;
+  driver: index parquet files, report, and `dataset.json` last.
+
+Why chunks of rows as Ray tasks rather than one Ray Data pipeline: each chunk's output is a
+committed file, so a killed job resumes exactly where it stopped (done chunks and committed
+shards are skipped), a dead worker's task is retried by Ray, and the output does not depend on
+scheduling, so two runs give identical bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from .fetch import FetchConfig, FetchError, fetch_all
+from .images import ImageConfig, ImageReject, prepare_image
+from .keys import row_key, sanitise_key
+from .manifest import Columns, list_manifest_files, read_manifest
+from .phash import HASH_VERSION, to_hex
+from .shards import ShardSample, is_committed, stats_path, write_shard
+from .weights import WeightConfig, image_weight, synset_weights, weight_bucket
+
+FORMAT_VERSION = 1
+SPLIT = "train"
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """Everything that decides the output; saved as `config.json` in the output folder."""
+
+    vocab: str = "in1k"
+    weighting: WeightConfig = field(default_factory=WeightConfig)
+    image: ImageConfig = field(default_factory=ImageConfig)
+    fetch: FetchConfig = field(default_factory=FetchConfig)
+    columns: Columns = field(default_factory=Columns)
+    shard_size: int = 1000
+    chunk_rows: int = 256
+    label_noise: float = 0.0
+    seed: int = 0
+    eval_index: str | None = None
+    radius: int | None = None  # None: the index's own radius
+    lexicon_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.shard_size <= 10_000:
+            raise ValueError(f"--shard-size {self.shard_size}: use 1..10000")
+        if not 0.0 <= self.label_noise < 1.0:
+            raise ValueError(f"--label-noise {self.label_noise}: use 0 <= P < 1")
+        if self.chunk_rows < 1:
+            raise ValueError("--chunk-rows must be >= 1")
+
+    def as_dict(self) -> dict:
+        return json.loads(json.dumps(asdict(self)))
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run, not what to produce: never part of the output's identity."""
+
+    address: str | None = None
+    num_cpus: int | None = None
+    overwrite: bool = False
+    progress: bool = True
+
+
+# -- pass 1 ---------------------------------------------------------------------------------
+
+
+def canonicalise_rows(table: pa.Table, lexicon) -> pa.Table:
+    """Add `key` (sanitised, stable), `orig_key`, `wnids` and a pass-1 `reject` reason."""
+    keys, orig_keys, wnids, rejects = [], [], [], []
+    for row in table.select(["key", "url", "path", "image", "tags", "tag_error"]).to_pylist():
+        raw_key = (
+            row["key"]
+            if row["key"]
+            else row_key(row["url"], row["path"], row["image"], row["tags"])
+        )
+        key = sanitise_key(raw_key)
+        keys.append(key)
+        orig_keys.append(raw_key if key != raw_key else None)
+        labels: list[str] = []
+        if row["tag_error"]:
+            reason = f"bad_tags: {row['tag_error']}"
+        elif not row["tags"]:
+            reason = "no_tags"
+        elif not (row["url"] or row["path"] or row["image"] is not None):
+            reason = "no_image: row has no url, path or image bytes"
+        else:
+            labels = sorted({w for w in lexicon.canonical_many(row["tags"]) if w is not None})
+            reason = None if labels else "no_known_tags"
+        wnids.append(labels)
+        rejects.append(reason)
+    return (
+        table.drop_columns(["key"])
+        .append_column("key", pa.array(keys, pa.string()))
+        .append_column("orig_key", pa.array(orig_keys, pa.string()))
+        .append_column("wnids", pa.array(wnids, pa.list_(pa.string())))
+        .append_column("reject", pa.array(rejects, pa.string()))
+    )
+
+
+def pass1_file(url: str, columns: Columns, lexicon) -> pa.Table:
+    return canonicalise_rows(read_manifest(url, columns), lexicon)
+
+
+def _first_occurrence(keys: list[str]) -> np.ndarray:
+    seen: set[str] = set()
+    dup = np.zeros(len(keys), dtype=bool)
+    for i, key in enumerate(keys):
+        if key in seen:
+            dup[i] = True
+        seen.add(key)
+    return dup
+
+
+def apply_label_noise(
+    wnids: list[list[str]], keys: list[str], counts: Counter, p: float, seed: int
+) -> list[list[str]]:
+    """Replace each label with probability p by one drawn from the label marginal.
+
+    Seeded per key, so the noise does not depend on row order or chunking (Mahajan et al.'s
+    ablation draws replacements from the hashtag distribution).
+    """
+    if p <= 0:
+        return wnids
+    vocab = sorted(counts)
+    probs = np.array([counts[w] for w in vocab], dtype=np.float64)
+    cdf = np.cumsum(probs / probs.sum())
+    out = []
+    for key, labels in zip(keys, wnids, strict=True):
+        rng = np.random.default_rng(
+            int.from_bytes(hashlib.sha1(f"{seed}:{key}".encode()).digest()[:8])
+        )
+        noisy = set()
+        for label in labels:
+            if rng.random() < p:
+                noisy.add(
+                    vocab[
+                        min(int(np.searchsorted(cdf, rng.random(), side="right")), len(vocab) - 1)
+                    ]
+                )
+            else:
+                noisy.add(label)
+        out.append(sorted(noisy))
+    return out
+
+
+# -- pass 2 ---------------------------------------------------------------------------------
+
+PART_SCHEMA = pa.schema(
+    [
+        ("key", pa.string()),
+        ("source", pa.string()),
+        ("row", pa.int64()),
+        ("bucket", pa.int32()),
+        ("weight", pa.float64()),
+        ("labels", pa.list_(pa.int32())),
+        ("meta", pa.string()),
+        ("jpeg", pa.binary()),
+        ("phash", pa.uint64()),
+        ("reject", pa.string()),
+        ("detail", pa.string()),
+        ("matches", pa.string()),  # JSON list of [eval_set, eval_id, distance]
+    ]
+)
+
+
+def process_chunk(rows: pa.Table, config: IngestConfig, eval_index, part_path: str) -> dict:
+    """Pass 2 for one chunk; writes `part_path` atomically and returns counts."""
+    records = rows.to_pylist()
+    fetched = fetch_all([(r["url"], r["path"], r["image"]) for r in records], config.fetch)
+    out: dict[str, list] = {name: [] for name in PART_SCHEMA.names}
+    prepared_rows = []
+    for record, data in zip(records, fetched, strict=True):
+        reject = detail = None
+        prepared = None
+        if isinstance(data, FetchError):
+            reject, detail = data.reason, data.detail
+        else:
+            try:
+                prepared = prepare_image(data, config.image)
+            except ImageReject as exc:
+                reject, detail = exc.reason, exc.detail
+            except Exception as exc:  # a decoder bug must cost one row, not the job
+                reject, detail = "decode_error", f"{type(exc).__name__}: {exc}"[:200]
+        prepared_rows.append((record, prepared, reject, detail))
+
+    hashes = np.array([p.phash if p else 0 for _, p, _, _ in prepared_rows], dtype=np.uint64)
+    matches: dict[int, list] = {}
+    if eval_index is not None:
+        ok = np.array([p is not None for _, p, _, _ in prepared_rows])
+        if ok.any():
+            found = eval_index.search(hashes[ok], config.radius)
+            rows_ok = np.flatnonzero(ok)
+            for q, eval_set, eval_id, distance in found.rows():
+                matches.setdefault(int(rows_ok[q]), []).append([eval_set, eval_id, distance])
+
+    for i, (record, prepared, reject, detail) in enumerate(prepared_rows):
+        if prepared is not None and i in matches:
+            best = min(matches[i], key=lambda m: (m[2], m[0], m[1]))
+            reject, detail = "eval_near_copy", f"{best[0]}/{best[1]} at distance {best[2]}"
+        meta = None
+        if reject is None:
+            meta = dict(json.loads(record["meta"]))
+            meta.update(width=prepared.width, height=prepared.height, phash=to_hex(prepared.phash))
+            meta = json.dumps(meta, sort_keys=True, ensure_ascii=False)
+        out["key"].append(record["key"])
+        out["source"].append(record["source"])
+        out["row"].append(record["row"])
+        out["bucket"].append(record["bucket"])
+        out["weight"].append(record["weight"])
+        out["labels"].append(record["labels"])
+        out["meta"].append(meta)
+        out["jpeg"].append(prepared.jpeg if reject is None else None)
+        out["phash"].append(prepared.phash if prepared is not None else None)
+        out["reject"].append(reject)
+        out["detail"].append(detail)
+        out["matches"].append(json.dumps(matches[i]) if i in matches else None)
+    table = pa.table(out, schema=PART_SCHEMA)
+    _atomic_parquet(table, Path(part_path))
+    return {"rows": len(records), "written": int(pc.sum(pc.is_null(table["reject"])).as_py() or 0)}
+
+
+def _atomic_parquet(table: pa.Table, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    pq.write_table(table, tmp)
+    with open(tmp, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+# -- shards ---------------------------------------------------------------------------------
+
+
+def shard_name(bucket: int, n: int) -> str:
+    return f"{SPLIT}-{bucket:02d}-{n:06d}.tar"
+
+
+def write_bucket(bucket: int, part_paths: list[str], shard_dir: str, shard_size: int) -> list[dict]:
+    """Write every shard of one weight bucket (skipping committed ones); return their stats."""
+    columns = ["key", "weight", "meta", "jpeg"]
+    tables = [
+        pq.read_table(
+            p,
+            columns=columns,
+            filters=(pc.field("bucket") == bucket) & pc.field("reject").is_null(),
+        )
+        for p in part_paths
+    ]
+    table = pa.concat_tables(tables) if tables else pa.table({c: [] for c in columns})
+    table = table.sort_by("key")
+    stats = []
+    for n, start in enumerate(range(0, table.num_rows, shard_size)):
+        piece = table.slice(start, shard_size)
+        path = Path(shard_dir) / shard_name(bucket, n)
+        weights = piece["weight"].to_numpy()
+        if is_committed(path):
+            stats.append(json.loads(stats_path(path).read_text()))
+            continue
+        samples = [
+            ShardSample(k, j, json.loads(m))
+            for k, j, m in zip(
+                piece["key"].to_pylist(),
+                piece["jpeg"].to_pylist(),
+                piece["meta"].to_pylist(),
+                strict=True,
+            )
+        ]
+        extra = {
+            "split": SPLIT,
+            "bucket": bucket,
+            "weight_sum": float(weights.sum()),
+            "weight_max": float(weights.max()),
+        }
+        stats.append(write_shard(path, samples, extra))
+    return stats
+
+
+# -- the job --------------------------------------------------------------------------------
+
+
+@dataclass
+class IngestSummary:
+    out: str
+    input_rows: int
+    written: int
+    rejected: int
+    rejects_by_reason: dict[str, int]
+    eval_matches_by_set: dict[str, int]
+    shards: int
+    bytes: int
+    seconds: float
+    images_per_second: float
+
+    def table(self) -> str:
+        lines = [
+            f"{'rows in':<28}{self.input_rows:>12,}",
+            f"{'written':<28}{self.written:>12,}",
+            f"{'rejected':<28}{self.rejected:>12,}",
+        ]
+        for reason, n in sorted(self.rejects_by_reason.items(), key=lambda x: (-x[1], x[0])):
+            lines.append(f"{'  ' + reason:<28}{n:>12,}")
+        for eval_set, n in sorted(self.eval_matches_by_set.items()):
+            lines.append(f"{'eval matches ' + eval_set:<28}{n:>12,}")
+        lines += [
+            f"{'shards':<28}{self.shards:>12,}",
+            f"{'bytes':<28}{self.bytes:>12,}",
+            f"{'images/s':<28}{self.images_per_second:>12,.1f}",
+            f"output: {self.out}",
+        ]
+        return "\n".join(lines)
+
+
+def _init_ray(options: RunOptions):
+    import ray
+
+    if not ray.is_initialized():
+        kwargs = {"include_dashboard": False, "log_to_driver": True}
+        if options.address:
+            ray.init(address=options.address, **kwargs)
+        else:
+            ray.init(num_cpus=options.num_cpus, **kwargs)
+    return ray
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="task", disable=not enabled, leave=False)
+
+
+def _wait_all(ray, refs: list, desc: str, enabled: bool) -> list:
+    """Results in submission order, with a progress bar as tasks finish."""
+    pending, bar = list(refs), _progress(len(refs), desc, enabled)
+    while pending:
+        done, pending = ray.wait(pending, num_returns=1)
+        bar.update(len(done))
+    bar.close()
+    return ray.get(refs)
+
+
+def _load_lexicon(config: IngestConfig):
+    from wordnet_tools import load_lexicon
+
+    # in1k resolves ambiguity towards IN-1k senses; nouns and top:K resolve over all nouns,
+    # then top:K keeps the K most frequent synsets of what the data actually names.
+    spec = "in1k" if config.vocab == "in1k" else "nouns"
+    return load_lexicon(spec, lexicon_dir=config.lexicon_dir)
+
+
+def _prepare_out(out: Path, config: IngestConfig, options: RunOptions) -> None:
+    config_file = out / "config.json"
+    wanted = json.dumps(config.as_dict(), sort_keys=True, indent=2)
+    if options.overwrite and out.exists():
+        shutil.rmtree(out)
+    if config_file.exists() and config_file.read_text() != wanted:
+        raise ValueError(
+            f"{out} holds a job with a different config; use --overwrite to start over"
+        )
+    if out.exists() and not config_file.exists() and any(out.iterdir()):
+        raise ValueError(f"{out} is not empty and is not a weakly output; use a new folder")
+    for sub in ("shards", "index", "_work/parts"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    config_file.write_text(wanted)
+
+
+def ingest(
+    manifests: list[str],
+    out: str | os.PathLike,
+    config: IngestConfig,
+    options: RunOptions = RunOptions(),
+) -> IngestSummary:
+    """Run the whole job; rerunning the same call after a crash finishes what is missing."""
+    from wordnet_tools import top_k_vocabulary
+
+    start = time.perf_counter()
+    out = Path(out)
+    files = list_manifest_files(manifests)
+    _prepare_out(out, config, options)
+    (out / "dataset.json").unlink(missing_ok=True)  # not complete until rewritten at the end
+    ray = _init_ray(options)
+
+    eval_index = None
+    if config.eval_index:
+        from .dedup import EvalIndex
+
+        eval_index = EvalIndex.load(config.eval_index)
+    lexicon = _load_lexicon(config)
+
+    # Pass 1: metadata.
+    lex_ref = ray.put(lexicon)
+    pass1 = ray.remote(max_retries=3)(pass1_file)
+    tables = _wait_all(
+        ray, [pass1.remote(f, config.columns, lex_ref) for f in files], "pass 1", options.progress
+    )
+    rows = pa.concat_tables(tables) if tables else canonicalise_rows(read_manifest_empty(), lexicon)
+    keys = rows["key"].to_pylist()
+    rejects = rows["reject"].to_pylist()
+    duplicate = _first_occurrence(keys)
+    rejects = [
+        ("duplicate_key" if d and r is None else r) for r, d in zip(rejects, duplicate, strict=True)
+    ]
+    wnids = rows["wnids"].to_pylist()
+
+    seen_counts: Counter = Counter()
+    for labels, reason in zip(wnids, rejects, strict=True):
+        if reason is None:
+            seen_counts.update(labels)
+    if config.vocab == "in1k":
+        vocabulary = tuple(sorted(lexicon.vocabulary))
+    elif config.vocab == "nouns":
+        vocabulary = tuple(sorted(lexicon.vocabulary))
+    else:
+        vocabulary = top_k_vocabulary(seen_counts, int(config.vocab.split(":", 1)[1]))
+    in_vocab = set(vocabulary)
+    wnids = [[w for w in labels if w in in_vocab] for labels in wnids]
+    rejects = [
+        ("out_of_vocabulary" if r is None and not labels else r)
+        for r, labels in zip(rejects, wnids, strict=True)
+    ]
+    live = [r is None for r in rejects]
+    counts = Counter(w for labels, ok in zip(wnids, live, strict=True) if ok for w in labels)
+    if config.label_noise > 0:
+        live_idx = [i for i, ok in enumerate(live) if ok]
+        noisy = apply_label_noise(
+            [wnids[i] for i in live_idx],
+            [keys[i] for i in live_idx],
+            counts,
+            config.label_noise,
+            config.seed,
+        )
+        for i, labels in zip(live_idx, noisy, strict=True):
+            wnids[i] = labels
+        counts = Counter(w for labels, ok in zip(wnids, live, strict=True) if ok for w in labels)
+
+    per_synset = synset_weights(counts, config.weighting)
+    index_of = {w: i for i, w in enumerate(vocabulary)}
+    weights = [
+        image_weight(labels, per_synset, counts, config.weighting) if ok else 0.0
+        for labels, ok in zip(wnids, live, strict=True)
+    ]
+    max_weight = max((w for w in weights if w > 0), default=1.0)
+    buckets = [weight_bucket(w, max_weight) if w > 0 else -1 for w in weights]
+
+    # Pass 2: images, in fixed chunks of the live rows (file order, then row order).
+    live_idx = np.flatnonzero(np.array(live, dtype=bool))
+    sources, rownums = rows["source"].to_pylist(), rows["row"].to_pylist()
+    tags, orig_keys, extras = (
+        rows["tags"].to_pylist(),
+        rows["orig_key"].to_pylist(),
+        rows["extra"].to_pylist(),
+    )
+    metas = []
+    for i in live_idx:
+        meta = {
+            "key": keys[i],
+            "labels": sorted(index_of[w] for w in wnids[i]),
+            "wnids": sorted(wnids[i]),
+            "k": len(wnids[i]),
+            "weight": weights[i],
+            "tags": tags[i],
+            "source": rows["url"][i].as_py()
+            or rows["path"][i].as_py()
+            or f"inline:{sources[i]}:{rownums[i]}",
+        }
+        if orig_keys[i]:
+            meta["orig_key"] = orig_keys[i]
+        if extras[i]:
+            meta["extra"] = json.loads(extras[i])
+        metas.append(json.dumps(meta, sort_keys=True, ensure_ascii=False))
+    work = rows.take(pa.array(live_idx, pa.int64())).select(
+        ["source", "row", "key", "url", "path", "image"]
+    )
+    work = (
+        work.append_column("bucket", pa.array([buckets[i] for i in live_idx], pa.int32()))
+        .append_column("weight", pa.array([weights[i] for i in live_idx], pa.float64()))
+        .append_column(
+            "labels", pa.array([json.loads(m)["labels"] for m in metas], pa.list_(pa.int32()))
+        )
+        .append_column("meta", pa.array(metas, pa.string()))
+    )
+    parts_dir = out / "_work" / "parts"
+    part_paths, refs = [], []
+    index_ref = ray.put(eval_index)
+    chunk_task = ray.remote(max_retries=3)(process_chunk)
+    for c, offset in enumerate(range(0, work.num_rows, config.chunk_rows)):
+        path = parts_dir / f"part-{c:06d}.parquet"
+        part_paths.append(str(path))
+        if not path.exists():
+            refs.append(
+                chunk_task.remote(
+                    work.slice(offset, config.chunk_rows), config, index_ref, str(path)
+                )
+            )
+    _wait_all(ray, refs, "pass 2", options.progress)
+
+    # Shards: one task per weight bucket.
+    shard_dir = out / "shards"
+    used = sorted({buckets[i] for i in live_idx})
+    bucket_task = ray.remote(max_retries=3)(write_bucket)
+    bucket_refs = [
+        bucket_task.remote(b, part_paths, str(shard_dir), config.shard_size) for b in used
+    ]
+    shard_stats = [
+        s for group in _wait_all(ray, bucket_refs, "shards", options.progress) for s in group
+    ]
+
+    summary = _write_index(
+        out,
+        files,
+        rows,
+        rejects,
+        part_paths,
+        shard_stats,
+        vocabulary,
+        lexicon,
+        counts,
+        config,
+        eval_index,
+    )
+    elapsed = time.perf_counter() - start
+    summary.seconds = elapsed
+    summary.images_per_second = summary.input_rows / elapsed if elapsed > 0 else 0.0
+    return summary
+
+
+def read_manifest_empty() -> pa.Table:
+    from .manifest import ROWS_SCHEMA
+
+    return ROWS_SCHEMA.empty_table()
+
+
+def _write_index(
+    out,
+    files,
+    rows,
+    rejects,
+    part_paths,
+    shard_stats,
+    vocabulary,
+    lexicon,
+    counts,
+    config,
+    eval_index,
+):
+    index = out / "index"
+    reject_rows = {"source": [], "row": [], "key": [], "reason": [], "detail": []}
+    for source, row, key, reason in zip(
+        rows["source"].to_pylist(),
+        rows["row"].to_pylist(),
+        rows["key"].to_pylist(),
+        rejects,
+        strict=True,
+    ):
+        if reason is not None:
+            head, _, tail = reason.partition(": ")
+            for name, value in zip(reject_rows, (source, row, key, head, tail), strict=True):
+                reject_rows[name].append(value)
+    samples = {"key": [], "split": [], "shard": [], "labels": [], "weight": [], "phash": []}
+    matches = {"key": [], "eval_set": [], "eval_id": [], "distance": []}
+    columns = [
+        "key",
+        "source",
+        "row",
+        "bucket",
+        "weight",
+        "labels",
+        "phash",
+        "reject",
+        "detail",
+        "matches",
+    ]
+    parts = (
+        pa.concat_tables([pq.read_table(p, columns=columns) for p in part_paths])
+        if part_paths
+        else None
+    )
+    if parts is not None:
+        ok = parts.filter(pc.is_null(parts["reject"])).sort_by("key")
+        positions: Counter = Counter()
+        for key, bucket, weight, labels, phash in zip(
+            ok["key"].to_pylist(), ok["bucket"].to_pylist(), ok["weight"].to_pylist(),
+            ok["labels"].to_pylist(), ok["phash"].to_pylist(), strict=True,
+        ):  # fmt: skip
+            n = positions[bucket] // config.shard_size
+            positions[bucket] += 1
+            samples["key"].append(key)
+            samples["split"].append(SPLIT)
+            samples["shard"].append(f"shards/{shard_name(bucket, n)}")
+            samples["labels"].append(labels)
+            samples["weight"].append(weight)
+            samples["phash"].append(phash)
+        bad = parts.filter(pc.invert(pc.is_null(parts["reject"])))
+        for source, row, key, reason, detail, found in zip(
+            bad["source"].to_pylist(), bad["row"].to_pylist(), bad["key"].to_pylist(),
+            bad["reject"].to_pylist(), bad["detail"].to_pylist(), bad["matches"].to_pylist(), strict=True,
+        ):  # fmt: skip
+            for name, value in zip(reject_rows, (source, row, key, reason, detail), strict=True):
+                reject_rows[name].append(value)
+            if reason == "eval_near_copy" and found:
+                for eval_set, eval_id, distance in json.loads(found):
+                    matches["key"].append(key)
+                    matches["eval_set"].append(eval_set)
+                    matches["eval_id"].append(eval_id)
+                    matches["distance"].append(distance)
+
+    pq.write_table(
+        pa.table(
+            samples,
+            schema=pa.schema(
+                [("key", pa.string()), ("split", pa.string()), ("shard", pa.string()),
+                 ("labels", pa.list_(pa.int32())), ("weight", pa.float64()), ("phash", pa.uint64())]
+            ),
+        ),
+        index / "samples.parquet",
+    )  # fmt: skip
+    pq.write_table(
+        pa.table(
+            reject_rows,
+            schema=pa.schema(
+                [("source", pa.string()), ("row", pa.int64()), ("key", pa.string()),
+                 ("reason", pa.string()), ("detail", pa.string())]
+            ),
+        ).sort_by([("source", "ascending"), ("row", "ascending")]),
+        index / "rejects.parquet",
+    )  # fmt: skip
+    pq.write_table(
+        pa.table(
+            matches,
+            schema=pa.schema(
+                [
+                    ("key", pa.string()),
+                    ("eval_set", pa.string()),
+                    ("eval_id", pa.string()),
+                    ("distance", pa.int32()),
+                ]
+            ),
+        ),
+        index / "eval_matches.parquet",
+    )
+    shard_stats = sorted(shard_stats, key=lambda s: s["file"])
+    pq.write_table(
+        pa.table(
+            {
+                "file": [f"shards/{s['file']}" for s in shard_stats],
+                "split": [s["split"] for s in shard_stats],
+                "bucket": pa.array([s["bucket"] for s in shard_stats], pa.int32()),
+                "n": pa.array([s["n"] for s in shard_stats], pa.int64()),
+                "weight_sum": pa.array([s["weight_sum"] for s in shard_stats], pa.float64()),
+                "weight_max": pa.array([s["weight_max"] for s in shard_stats], pa.float64()),
+                "bytes": pa.array([s["bytes"] for s in shard_stats], pa.int64()),
+                "sha256": [s["sha256"] for s in shard_stats],
+            }
+        ),
+        index / "shards.parquet",
+    )
+    written = len(samples["key"])
+    input_rows = rows.num_rows
+    by_reason = Counter(reject_rows["reason"])
+    by_set = Counter(matches["eval_set"])
+    if written + len(reject_rows["key"]) != input_rows:  # the invariant every run must keep
+        raise RuntimeError(
+            f"row accounting broken: {input_rows} in, {written} written, {len(reject_rows['key'])} rejected"
+        )
+    n_shards = len(shard_stats)
+    total_weight = float(sum(s["weight_sum"] for s in shard_stats))
+    dataset = {
+        "format": "weakly-shards",
+        "format_version": FORMAT_VERSION,
+        "hash_version": HASH_VERSION,
+        "vocabulary": {
+            "name": config.vocab,
+            "wnids": list(vocabulary),
+            "names": [lexicon.name(w) for w in vocabulary],
+            "counts": [counts.get(w, 0) for w in vocabulary],
+        },
+        "weighting": config.weighting.as_dict(),
+        "splits": {
+            SPLIT: {
+                "samples": written,
+                "shards": n_shards,
+                "weight_sum": total_weight,
+                "mean_shard_size": written / n_shards if n_shards else 0.0,
+            }
+        },
+        "totals": {
+            "input_rows": input_rows,
+            "written": written,
+            "rejected": len(reject_rows["key"]),
+        },
+        "rejects_by_reason": dict(sorted(by_reason.items())),
+        "eval_dedup": {
+            "index": config.eval_index,
+            "radius": (config.radius if config.radius is not None else eval_index.radius)
+            if eval_index
+            else None,
+            "removed": int(by_reason.get("eval_near_copy", 0)),
+            "matches_by_set": dict(sorted(by_set.items())),
+        },
+        "manifests": files,
+    }
+    try:
+        from .report import write_report
+
+        write_report(out, samples["labels"], samples["weight"], vocabulary)
+    except Exception as exc:  # a plot must never fail a finished job
+        print(f"weakly ingest: warning: report.png not written ({exc})")
+    tmp = out / "dataset.json.tmp"
+    tmp.write_text(json.dumps(dataset, indent=1, sort_keys=True))
+    os.replace(tmp, out / "dataset.json")
+    return IngestSummary(
+        out=str(out),
+        input_rows=input_rows,
+        written=written,
+        rejected=len(reject_rows["key"]),
+        rejects_by_reason=dict(by_reason),
+        eval_matches_by_set=dict(by_set),
+        shards=n_shards,
+        bytes=int(sum(s["bytes"] for s in shard_stats)),
+        seconds=0.0,
+        images_per_second=0.0,
+    )

@@ -1,0 +1,206 @@
+"""Reading manifests: parquet, jsonl, csv/tsv (optionally gzipped), folders of them, fsspec URLs.
+
+Every row comes out with its provenance (`source` file, 0-based `row`), so a rejected row can be
+named exactly. A file that cannot be parsed at all raises `ManifestError` naming the file and,
+where the parser knows it, the line; a row whose fields are unusable is kept and rejected later
+with a reason, so input rows = written + rejected holds.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+MANIFEST_SUFFIXES = (".parquet", ".jsonl", ".json", ".ndjson", ".csv", ".tsv")
+
+ROWS_SCHEMA = pa.schema(
+    [
+        ("source", pa.string()),
+        ("row", pa.int64()),
+        ("key", pa.string()),
+        ("url", pa.string()),
+        ("path", pa.string()),
+        ("image", pa.binary()),
+        ("tags", pa.list_(pa.string())),
+        ("tag_error", pa.string()),  # why tags could not be read (non-UTF-8, wrong type)
+        ("extra", pa.string()),  # JSON of carried-through columns
+    ]
+)
+
+
+class ManifestError(ValueError):
+    """A manifest file that cannot be read at all; the message names file and line."""
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Which manifest columns hold what (configurable: `--key-column` etc.)."""
+
+    key: str = "key"
+    url: str = "url"
+    path: str = "path"
+    image: str = "image"
+    tags: str = "tags"
+    extra: tuple[str, ...] = field(default_factory=tuple)
+
+
+def _strip_compression(name: str) -> str:
+    return name[:-3] if name.endswith(".gz") else name
+
+
+def list_manifest_files(inputs: Iterable[str]) -> list[str]:
+    """Expand folders and globs into manifest files, sorted so the job order is stable."""
+    files: list[str] = []
+    for item in inputs:
+        fs, root = fsspec.core.url_to_fs(item)
+        protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+        prefix = "" if protocol in ("file", "local") else f"{protocol}://"
+        if fs.isdir(root):
+            found = sorted(
+                p for p in fs.find(root) if _strip_compression(p).endswith(MANIFEST_SUFFIXES)
+            )
+            if not found:
+                raise ManifestError(f"{item}: folder holds no manifest files {MANIFEST_SUFFIXES}")
+            files.extend(prefix + p for p in found)
+        elif fs.exists(root):
+            files.append(item)
+        else:
+            raise ManifestError(f"{item}: no such manifest file or folder")
+    return files
+
+
+def _read_bytes(url: str) -> bytes:
+    with fsspec.open(url, "rb") as handle:
+        data = handle.read()
+    if url.endswith(".gz"):
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as exc:
+            raise ManifestError(f"{url}: not a valid gzip file ({exc})") from None
+    return data
+
+
+def _as_tags(value: object) -> tuple[list[str] | None, str | None]:
+    """Tags as a list of strings, or (None, why). Strings split on whitespace and commas."""
+    if value is None:
+        return None, None
+    if isinstance(value, bytes):
+        try:
+            value = value.decode("utf-8")
+        except UnicodeDecodeError:
+            return None, "tags are not valid UTF-8"
+    if isinstance(value, str):
+        return [t for t in value.replace(",", " ").split() if t], None
+    if isinstance(value, list | tuple):
+        tags = []
+        for item in value:
+            if isinstance(item, bytes):
+                try:
+                    item = item.decode("utf-8")
+                except UnicodeDecodeError:
+                    return None, "a tag is not valid UTF-8"
+            if item is None:
+                continue
+            if not isinstance(item, str):
+                return None, f"a tag is a {type(item).__name__}, not a string"
+            tags.append(item)
+        return tags, None
+    return None, f"tags are a {type(value).__name__}, not a list or string"
+
+
+def _records_to_table(source: str, records: list[dict], columns: Columns) -> pa.Table:
+    out: dict[str, list] = {name: [] for name in ROWS_SCHEMA.names}
+    for row, record in enumerate(records):
+        tags, tag_error = _as_tags(record.get(columns.tags))
+        image = record.get(columns.image)
+        if isinstance(image, str):
+            image = None  # inline images must be bytes; a string is treated as missing
+        key = record.get(columns.key)
+        extra = {c: record.get(c) for c in columns.extra if c in record}
+        out["source"].append(source)
+        out["row"].append(row)
+        out["key"].append(None if key is None else str(key))
+        out["url"].append(_str_or_none(record.get(columns.url)))
+        out["path"].append(_str_or_none(record.get(columns.path)))
+        out["image"].append(image)
+        out["tags"].append(tags)
+        out["tag_error"].append(tag_error)
+        out["extra"].append(json.dumps(extra, default=str, ensure_ascii=False) if extra else None)
+    return pa.table(out, schema=ROWS_SCHEMA)
+
+
+def _str_or_none(value: object) -> str | None:
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    return str(value) if not isinstance(value, bytes) else value.decode("utf-8", "replace")
+
+
+def _read_jsonl(url: str, text: str) -> list[dict]:
+    records = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ManifestError(f"{url}: line {number}: not valid JSON ({exc.msg})") from None
+        if not isinstance(record, dict):
+            raise ManifestError(f"{url}: line {number}: expected a JSON object")
+        records.append(record)
+    return records
+
+
+def _read_delimited(url: str, text: str, delimiter: str) -> list[dict]:
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    try:
+        header = next(reader)
+    except StopIteration:
+        return []
+    except csv.Error as exc:
+        raise ManifestError(f"{url}: line 1: {exc}") from None
+    records = []
+    try:
+        for fields in reader:
+            if not fields:
+                continue
+            if len(fields) != len(header):
+                raise ManifestError(
+                    f"{url}: line {reader.line_num}: {len(fields)} fields, header has {len(header)}"
+                )
+            records.append(
+                {k: (v if v != "" else None) for k, v in zip(header, fields, strict=True)}
+            )
+    except csv.Error as exc:
+        raise ManifestError(f"{url}: line {reader.line_num}: {exc}") from None
+    return records
+
+
+def read_manifest(url: str, columns: Columns = Columns()) -> pa.Table:
+    """One manifest file as rows in `ROWS_SCHEMA`, in file order."""
+    name = _strip_compression(url.lower())
+    data = _read_bytes(url)
+    if name.endswith(".parquet"):
+        try:
+            records = pq.read_table(io.BytesIO(data)).to_pylist()
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise ManifestError(f"{url}: not a readable parquet file ({exc})") from None
+        return _records_to_table(url, records, columns)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ManifestError(f"{url}: line {line}: not valid UTF-8") from None
+    if name.endswith((".jsonl", ".ndjson", ".json")):
+        return _records_to_table(url, _read_jsonl(url, text), columns)
+    if name.endswith((".csv", ".tsv")):
+        delimiter = "\t" if name.endswith(".tsv") else ","
+        return _records_to_table(url, _read_delimited(url, text, delimiter), columns)
+    raise ManifestError(f"{url}: unknown manifest type; use one of {MANIFEST_SUFFIXES} (+ .gz)")

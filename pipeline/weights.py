@@ -1,0 +1,74 @@
+"""Per-image sampling weights from per-synset image counts (pure functions).
+
+`f(s)` is the number of images carrying synset `s`. Schemes:
+- `natural`: w = 1; every image equally likely, so synsets appear in proportion to f(s).
+- `sqrt` (Mahajan et al. 2018): w = reduce over tags of f(s)^-1/2, so a synset's share of
+  samples grows like sqrt(f(s)) instead of f(s).
+- `inv-sqrt` (SWAG, the default): the same f(s)^-1/2 law, times `rare_upsample` when the image
+  carries a tag with f(s) < `rare_threshold`, so images with a rare tag are seen more.
+Neither paper says how to combine several tags; `reduce` picks `max` (default: the image counts
+as its rarest tag) or `mean`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+SCHEMES = ("inv-sqrt", "sqrt", "natural")
+REDUCERS = ("max", "mean")
+
+
+@dataclass(frozen=True)
+class WeightConfig:
+    scheme: str = "inv-sqrt"
+    reduce: str = "max"
+    rare_threshold: int = 10
+    rare_upsample: float = 100.0
+
+    def __post_init__(self) -> None:
+        if self.scheme not in SCHEMES:
+            raise ValueError(f"--weighting {self.scheme!r}: use one of {', '.join(SCHEMES)}")
+        if self.reduce not in REDUCERS:
+            raise ValueError(f"--weight-reduce {self.reduce!r}: use max or mean")
+        if self.rare_threshold < 0 or self.rare_upsample < 1:
+            raise ValueError("--rare-threshold must be >= 0 and --rare-upsample >= 1")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def synset_weights(counts: Mapping[str, int], config: WeightConfig) -> dict[str, float]:
+    """Weight each synset contributes to an image that carries it."""
+    if config.scheme == "natural":
+        return {s: 1.0 for s, f in counts.items() if f > 0}
+    return {s: 1.0 / math.sqrt(f) for s, f in counts.items() if f > 0}
+
+
+def image_weight(
+    labels: Sequence[str],
+    per_synset: Mapping[str, float],
+    counts: Mapping[str, int],
+    config: WeightConfig,
+) -> float:
+    """Sampling weight of one image from its (non-empty) canonical labels."""
+    if not labels:
+        raise ValueError("an image needs at least one label to have a weight")
+    values = [per_synset[s] for s in labels]
+    weight = max(values) if config.reduce == "max" else sum(values) / len(values)
+    if config.scheme == "inv-sqrt" and any(counts[s] < config.rare_threshold for s in labels):
+        weight *= config.rare_upsample
+    return weight
+
+
+def weight_bucket(weight: float, max_weight: float, factor: float = 2.0, buckets: int = 100) -> int:
+    """Log-scale bucket: bucket b holds weights in (max/factor^(b+1), max/factor^b].
+
+    Shards are cut within a bucket, so a shard's weights differ by at most `factor` and the
+    sampler reads almost every byte it fetches.
+    """
+    if weight <= 0 or max_weight <= 0:
+        raise ValueError("weights must be positive")
+    ratio = max_weight / weight
+    return min(buckets - 1, max(0, int(math.floor(math.log(ratio, factor) + 1e-9))))
