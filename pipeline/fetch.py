@@ -69,6 +69,11 @@ def _http_once(url: str, config: FetchConfig, deadline: float) -> bytes:
                 chunks.append(chunk)
             return b"".join(chunks)
     except urllib.error.HTTPError as exc:
+        if 300 <= exc.code < 400:  # urllib refused to follow: a non-http target or a loop
+            target = (exc.headers or {}).get("Location", "") if exc.headers else ""
+            if target and urlsplit(target).scheme not in ("", "http", "https"):
+                raise FetchError("bad_redirect", f"redirect to {target[:100]}") from None
+            raise FetchError("redirect_loop", str(exc.reason)[:100]) from None
         raise FetchError(f"http_{exc.code}", str(exc.reason)[:100]) from None
     except TimeoutError:
         raise FetchError("timeout", f"no data for {config.timeout:g} s") from None

@@ -53,7 +53,7 @@ class PreparedImage:
 
 def _open(data: bytes, config: ImageConfig) -> Image.Image:
     if not data:
-        raise ImageReject("empty_file")
+        raise ImageReject("empty_file", "0 bytes")
     try:
         img = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as exc:

@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 from .fetch import FetchConfig, FetchError, fetch_all
 from .images import ImageConfig, ImageReject, prepare_image
 from .keys import row_key, sanitise_key
-from .manifest import Columns, list_manifest_files, read_manifest
+from .manifest import ROWS_SCHEMA, Columns, ManifestError, list_manifest_files, read_manifest
 from .phash import HASH_VERSION, to_hex
 from .shards import ShardSample, is_committed, stats_path, write_shard
 from .weights import WeightConfig, image_weight, synset_weights, weight_bucket
@@ -88,25 +88,31 @@ class RunOptions:
 def canonicalise_rows(table: pa.Table, lexicon) -> pa.Table:
     """Add `key` (sanitised, stable), `orig_key`, `wnids` and a pass-1 `reject` reason."""
     keys, orig_keys, wnids, rejects = [], [], [], []
-    for row in table.select(["key", "url", "path", "image", "tags", "tag_error"]).to_pylist():
-        raw_key = (
-            row["key"]
-            if row["key"]
-            else row_key(row["url"], row["path"], row["image"], row["tags"])
-        )
-        key = sanitise_key(raw_key)
+    for row in table.select(["key", "url", "path", "image", "tags", "row_error"]).to_pylist():
+        if row["key"]:
+            raw_key = row["key"]
+        elif row["row_error"]:
+            raw_key = None  # an unparsable row has nothing to key on
+        else:
+            raw_key = row_key(row["url"], row["path"], row["image"], row["tags"])
+        key = sanitise_key(raw_key) if raw_key is not None else None
         keys.append(key)
         orig_keys.append(raw_key if key != raw_key else None)
         labels: list[str] = []
-        if row["tag_error"]:
-            reason = f"bad_tags: {row['tag_error']}"
+        if row["row_error"]:
+            reason = row["row_error"]
         elif not row["tags"]:
-            reason = "no_tags"
+            reason = "no_tags: the tags field is empty or null"
         elif not (row["url"] or row["path"] or row["image"] is not None):
             reason = "no_image: row has no url, path or image bytes"
         else:
             labels = sorted({w for w in lexicon.canonical_many(row["tags"]) if w is not None})
-            reason = None if labels else "no_known_tags"
+            if labels:
+                reason = None
+            elif any(lexicon.in_wordnet(t) for t in row["tags"]):
+                reason = f"out_of_vocabulary: {_brief(row['tags'])}"
+            else:
+                reason = f"no_known_tags: {_brief(row['tags'])}"
         wnids.append(labels)
         rejects.append(reason)
     return (
@@ -118,18 +124,37 @@ def canonicalise_rows(table: pa.Table, lexicon) -> pa.Table:
     )
 
 
+def _brief(tags: list[str], limit: int = 200) -> str:
+    text = " ".join(tags)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def pass1_file(url: str, columns: Columns, lexicon) -> pa.Table:
-    return canonicalise_rows(read_manifest(url, columns), lexicon)
+    """Pass 1 for one manifest file. A file that cannot be read at all becomes one rejected
+    row (`row` = -1) naming the file and what is wrong, and the job goes on."""
+    try:
+        table = read_manifest(url, columns)
+    except ManifestError as exc:
+        table = pa.table({"source": [url], "row": [-1], "row_error": [f"bad_manifest: {exc}"]})
+        table = pa.table(
+            {
+                f.name: table[f.name] if f.name in table.column_names else pa.nulls(1, f.type)
+                for f in ROWS_SCHEMA
+            },
+            schema=ROWS_SCHEMA,
+        )
+    return canonicalise_rows(table, lexicon)
 
 
-def _first_occurrence(keys: list[str]) -> np.ndarray:
-    seen: set[str] = set()
-    dup = np.zeros(len(keys), dtype=bool)
+def duplicate_of(keys: list[str | None]) -> list[int | None]:
+    """For each row, the index of the earlier row with the same key (None if first or keyless)."""
+    first: dict[str, int] = {}
+    out: list[int | None] = []
     for i, key in enumerate(keys):
-        if key in seen:
-            dup[i] = True
-        seen.add(key)
-    return dup
+        out.append(first.get(key) if key is not None else None)
+        if key is not None:
+            first.setdefault(key, i)
+    return out
 
 
 def apply_label_noise(
@@ -162,6 +187,69 @@ def apply_label_noise(
                 noisy.add(label)
         out.append(sorted(noisy))
     return out
+
+
+@dataclass
+class LabelPlan:
+    """The driver's pass-1 decisions for every input row, in input order."""
+
+    keys: list[str | None]
+    rejects: list[str | None]  # "reason: detail", or None for rows that go on to pass 2
+    wnids: list[list[str]]
+    vocabulary: tuple[str, ...]
+    counts: Counter  # f(s): images per synset among rows that go on
+    weights: list[float]
+    buckets: list[int]
+
+
+def plan_labels(rows: pa.Table, config: IngestConfig, lexicon) -> LabelPlan:
+    """Duplicate keys, vocabulary, label noise, counts, weights and buckets (a pure function)."""
+    from wordnet_tools import top_k_vocabulary
+
+    keys = rows["key"].to_pylist()
+    sources, row_numbers = rows["source"].to_pylist(), rows["row"].to_pylist()
+    rejects = [
+        f"duplicate_key: first at {sources[d]} row {row_numbers[d]}"
+        if d is not None and r is None
+        else r
+        for r, d in zip(rows["reject"].to_pylist(), duplicate_of(keys), strict=True)
+    ]
+    wnids = rows["wnids"].to_pylist()
+    if config.vocab in ("in1k", "nouns"):
+        vocabulary = tuple(sorted(lexicon.vocabulary))
+    else:
+        seen = Counter(
+            w for labels, r in zip(wnids, rejects, strict=True) if r is None for w in labels
+        )
+        vocabulary = top_k_vocabulary(seen, int(config.vocab.split(":", 1)[1]))
+    in_vocab = set(vocabulary)
+    wnids = [[w for w in labels if w in in_vocab] for labels in wnids]
+    rejects = [
+        f"out_of_vocabulary: no tag's synset is in {config.vocab}"
+        if r is None and not labels
+        else r
+        for r, labels in zip(rejects, wnids, strict=True)
+    ]
+    live = [i for i, r in enumerate(rejects) if r is None]
+    counts = Counter(w for i in live for w in wnids[i])
+    if config.label_noise > 0:
+        noisy = apply_label_noise(
+            [wnids[i] for i in live],
+            [keys[i] for i in live],
+            counts,
+            config.label_noise,
+            config.seed,
+        )
+        for i, labels in zip(live, noisy, strict=True):
+            wnids[i] = labels
+        counts = Counter(w for i in live for w in wnids[i])
+    per_synset = synset_weights(counts, config.weighting)
+    weights = [0.0] * len(keys)
+    for i in live:
+        weights[i] = image_weight(wnids[i], per_synset, counts, config.weighting)
+    max_weight = max((weights[i] for i in live), default=1.0)
+    buckets = [weight_bucket(w, max_weight) if w > 0 else -1 for w in weights]
+    return LabelPlan(keys, rejects, wnids, vocabulary, counts, weights, buckets)
 
 
 # -- pass 2 ---------------------------------------------------------------------------------
@@ -390,8 +478,6 @@ def ingest(
     options: RunOptions = RunOptions(),
 ) -> IngestSummary:
     """Run the whole job; rerunning the same call after a crash finishes what is missing."""
-    from wordnet_tools import top_k_vocabulary
-
     start = time.perf_counter()
     out = Path(out)
     files = list_manifest_files(manifests)
@@ -412,54 +498,18 @@ def ingest(
     tables = _wait_all(
         ray, [pass1.remote(f, config.columns, lex_ref) for f in files], "pass 1", options.progress
     )
-    rows = pa.concat_tables(tables) if tables else canonicalise_rows(read_manifest_empty(), lexicon)
-    keys = rows["key"].to_pylist()
-    rejects = rows["reject"].to_pylist()
-    duplicate = _first_occurrence(keys)
-    rejects = [
-        ("duplicate_key" if d and r is None else r) for r, d in zip(rejects, duplicate, strict=True)
-    ]
-    wnids = rows["wnids"].to_pylist()
-
-    seen_counts: Counter = Counter()
-    for labels, reason in zip(wnids, rejects, strict=True):
-        if reason is None:
-            seen_counts.update(labels)
-    if config.vocab == "in1k":
-        vocabulary = tuple(sorted(lexicon.vocabulary))
-    elif config.vocab == "nouns":
-        vocabulary = tuple(sorted(lexicon.vocabulary))
-    else:
-        vocabulary = top_k_vocabulary(seen_counts, int(config.vocab.split(":", 1)[1]))
-    in_vocab = set(vocabulary)
-    wnids = [[w for w in labels if w in in_vocab] for labels in wnids]
-    rejects = [
-        ("out_of_vocabulary" if r is None and not labels else r)
-        for r, labels in zip(rejects, wnids, strict=True)
-    ]
+    rows = (
+        pa.concat_tables(tables)
+        if tables
+        else canonicalise_rows(ROWS_SCHEMA.empty_table(), lexicon)
+    )
+    for reason in rows.filter(pc.equal(rows["row"], -1))["reject"].to_pylist():
+        print(f"weakly ingest: warning: {reason}")
+    plan = plan_labels(rows, config, lexicon)
+    keys, rejects, wnids = plan.keys, plan.rejects, plan.wnids
+    vocabulary, counts, weights, buckets = plan.vocabulary, plan.counts, plan.weights, plan.buckets
     live = [r is None for r in rejects]
-    counts = Counter(w for labels, ok in zip(wnids, live, strict=True) if ok for w in labels)
-    if config.label_noise > 0:
-        live_idx = [i for i, ok in enumerate(live) if ok]
-        noisy = apply_label_noise(
-            [wnids[i] for i in live_idx],
-            [keys[i] for i in live_idx],
-            counts,
-            config.label_noise,
-            config.seed,
-        )
-        for i, labels in zip(live_idx, noisy, strict=True):
-            wnids[i] = labels
-        counts = Counter(w for labels, ok in zip(wnids, live, strict=True) if ok for w in labels)
-
-    per_synset = synset_weights(counts, config.weighting)
     index_of = {w: i for i, w in enumerate(vocabulary)}
-    weights = [
-        image_weight(labels, per_synset, counts, config.weighting) if ok else 0.0
-        for labels, ok in zip(wnids, live, strict=True)
-    ]
-    max_weight = max((w for w in weights if w > 0), default=1.0)
-    buckets = [weight_bucket(w, max_weight) if w > 0 else -1 for w in weights]
 
     # Pass 2: images, in fixed chunks of the live rows (file order, then row order).
     live_idx = np.flatnonzero(np.array(live, dtype=bool))
@@ -541,12 +591,6 @@ def ingest(
     summary.seconds = elapsed
     summary.images_per_second = summary.input_rows / elapsed if elapsed > 0 else 0.0
     return summary
-
-
-def read_manifest_empty() -> pa.Table:
-    from .manifest import ROWS_SCHEMA
-
-    return ROWS_SCHEMA.empty_table()
 
 
 def _write_index(

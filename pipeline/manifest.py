@@ -30,10 +30,13 @@ ROWS_SCHEMA = pa.schema(
         ("path", pa.string()),
         ("image", pa.binary()),
         ("tags", pa.list_(pa.string())),
-        ("tag_error", pa.string()),  # why tags could not be read (non-UTF-8, wrong type)
+        ("row_error", pa.string()),  # why the row is unusable (bad JSON line, non-UTF-8 tags, ...)
         ("extra", pa.string()),  # JSON of carried-through columns
     ]
 )
+
+
+ERROR_FIELD = "__weakly_row_error__"
 
 
 class ManifestError(ValueError):
@@ -119,7 +122,12 @@ def _as_tags(value: object) -> tuple[list[str] | None, str | None]:
 def _records_to_table(source: str, records: list[dict], columns: Columns) -> pa.Table:
     out: dict[str, list] = {name: [] for name in ROWS_SCHEMA.names}
     for row, record in enumerate(records):
-        tags, tag_error = _as_tags(record.get(columns.tags))
+        if ERROR_FIELD in record:
+            record, row_error = {}, record[ERROR_FIELD]
+            tags = None
+        else:
+            tags, tag_error = _as_tags(record.get(columns.tags))
+            row_error = f"bad_tags: {tag_error}" if tag_error else None
         image = record.get(columns.image)
         if isinstance(image, str):
             image = None  # inline images must be bytes; a string is treated as missing
@@ -132,7 +140,7 @@ def _records_to_table(source: str, records: list[dict], columns: Columns) -> pa.
         out["path"].append(_str_or_none(record.get(columns.path)))
         out["image"].append(image)
         out["tags"].append(tags)
-        out["tag_error"].append(tag_error)
+        out["row_error"].append(row_error)
         out["extra"].append(json.dumps(extra, default=str, ensure_ascii=False) if extra else None)
     return pa.table(out, schema=ROWS_SCHEMA)
 
@@ -151,9 +159,9 @@ def _read_jsonl(url: str, text: str) -> list[dict]:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise ManifestError(f"{url}: line {number}: not valid JSON ({exc.msg})") from None
+            record = {ERROR_FIELD: f"bad_row: {url}: line {number}: not valid JSON ({exc.msg})"}
         if not isinstance(record, dict):
-            raise ManifestError(f"{url}: line {number}: expected a JSON object")
+            record = {ERROR_FIELD: f"bad_row: {url}: line {number}: not a JSON object"}
         records.append(record)
     return records
 
@@ -172,9 +180,9 @@ def _read_delimited(url: str, text: str, delimiter: str) -> list[dict]:
             if not fields:
                 continue
             if len(fields) != len(header):
-                raise ManifestError(
-                    f"{url}: line {reader.line_num}: {len(fields)} fields, header has {len(header)}"
-                )
+                message = f"{len(fields)} fields, header has {len(header)}"
+                records.append({ERROR_FIELD: f"bad_row: {url}: line {reader.line_num}: {message}"})
+                continue
             records.append(
                 {k: (v if v != "" else None) for k, v in zip(header, fields, strict=True)}
             )

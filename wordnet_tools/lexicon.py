@@ -61,10 +61,12 @@ class Lexicon:
             zip(reversed(form_list), reversed(wnid_list), strict=True)
         )
         self._memo: dict[object, str | None] = {}
+        self._all_forms: frozenset[str] | None = None
 
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_memo"] = {}
+        state["_all_forms"] = None
         return state
 
     def __len__(self) -> int:
@@ -82,6 +84,13 @@ class Lexicon:
             return self._names[wnid]
         except KeyError:
             raise KeyError(f"{wnid!r} is not a WordNet 3.0 noun synset id") from None
+
+    def in_wordnet(self, tag: object) -> bool:
+        """Whether the tag names any WordNet noun, in this vocabulary or not (for reject reasons)."""
+        if self._all_forms is None:
+            self._all_forms = frozenset(self._forms.column("form").to_pylist())
+        form = normalise_tag(tag)
+        return form is not None and form in self._all_forms
 
     def lookup_form(self, form: str) -> str | None:
         """Resolve an already-normalised form."""

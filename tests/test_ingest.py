@@ -1,0 +1,299 @@
+"""`weakly ingest` end to end on a real local Ray, real files and a real loopback HTTP server."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import webdataset as wds
+from ingest_fixtures import LoopbackServer, encode, image_files, photo
+
+from pipeline.dedup import EvalIndex
+from pipeline.fetch import FetchConfig
+from pipeline.images import ImageConfig
+from pipeline.ingest import IngestConfig, RunOptions, ingest
+from pipeline.synth import synth
+
+QUIET = RunOptions(progress=False)
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+
+
+def _config(lexicon_dir, **kw) -> IngestConfig:
+    kw.setdefault("shard_size", 20)
+    kw.setdefault("chunk_rows", 16)
+    return IngestConfig(lexicon_dir=str(lexicon_dir), **kw)
+
+
+def _digest_tree(out: Path) -> dict[str, str]:
+    files = sorted(p for p in out.rglob("*") if p.is_file() and "_work" not in p.parts)
+    return {
+        str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in files
+        if p.name not in ("report.png",)
+    }
+
+
+@pytest.fixture(scope="module")
+def synth_data(tmp_path_factory, lexicon_dir):
+    root = tmp_path_factory.mktemp("synth")
+    result = synth(80, root / "train", root / "eval", max_px=700, eval_images=8, planted_fraction=0.15,
+                   lexicon_dir=str(lexicon_dir))  # fmt: skip
+    index = EvalIndex.build({"synth-eval": str(root / "eval")})
+    index.save(root / "eval.idx")
+    return root, result
+
+
+def test_synth_ingest_dedup_and_format(ray_local, synth_data, lexicon_dir, tmp_path):
+    root, result = synth_data
+    out = tmp_path / "out"
+    config = _config(lexicon_dir, eval_index=str(root / "eval.idx"))
+    summary = ingest([str(root / "train" / "manifest.parquet")], out, config, QUIET)
+
+    assert summary.input_rows == 80 == summary.written + summary.rejected
+    matches = pq.read_table(out / "index" / "eval_matches.parquet")
+    removed = set(matches["key"].to_pylist())
+    manifest = pq.read_table(root / "train" / "manifest.parquet").to_pylist()
+    planted = {r["key"] for r in manifest if r["planted_from"]}
+    assert planted and removed == planted  # every planted copy caught, nothing else removed
+    assert summary.rejects_by_reason.get("eval_near_copy") == len(planted)
+
+    dataset = json.loads((out / "dataset.json").read_text())
+    assert dataset["format_version"] == 1 and dataset["totals"]["written"] == summary.written
+    wnids = dataset["vocabulary"]["wnids"]
+    assert len(wnids) == 1000 and wnids == sorted(wnids)
+
+    shards = pq.read_table(out / "index" / "shards.parquet").to_pylist()
+    samples = pq.read_table(out / "index" / "samples.parquet").to_pylist()
+    assert sum(s["n"] for s in shards) == len(samples) == summary.written
+    seen = 0
+    for shard in shards:
+        path = out / shard["file"]
+        assert (path.parent / path.name.replace(".tar", ".stats.json")).exists()
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == shard["sha256"]
+        with tarfile.open(path) as tar:
+            names = tar.getnames()
+            assert all(m.mtime == 0 and m.uid == 0 for m in tar.getmembers())
+        keys = [n.rsplit(".", 1)[0] for n in names]
+        assert keys[::2] == keys[1::2] and keys[::2] == sorted(keys[::2])  # contiguous, sorted
+        weights = []
+        for sample in wds.WebDataset(str(path), shardshuffle=False):
+            meta = json.loads(sample["json"])
+            assert (
+                meta["labels"] == sorted(wnids.index(w) for w in meta["wnids"]) and meta["k"] >= 1
+            )
+            assert min(len(sample["jpg"]), 1) == 1
+            weights.append(meta["weight"])
+            seen += 1
+        assert max(weights) <= 2.0 * min(weights) + 1e-9  # weight-stratified
+        assert shard["weight_sum"] == pytest.approx(sum(weights))
+    assert seen == summary.written
+
+
+def test_two_runs_give_identical_bytes(ray_local, synth_data, lexicon_dir, tmp_path):
+    root, _ = synth_data
+    manifest = [str(root / "train" / "manifest.parquet")]
+    config = _config(lexicon_dir, eval_index=str(root / "eval.idx"), chunk_rows=8)
+    ingest(manifest, tmp_path / "a", config, QUIET)
+    ingest(manifest, tmp_path / "b", config, QUIET)
+    a, b = _digest_tree(tmp_path / "a"), _digest_tree(tmp_path / "b")
+    assert a == b and any(k.startswith("shards/") for k in a)
+
+
+def test_resume_finishes_only_what_is_missing(ray_local, synth_data, lexicon_dir, tmp_path):
+    """A run cut short (parts and a shard gone, dataset.json missing) completes identically."""
+    root, _ = synth_data
+    manifest = [str(root / "train" / "manifest.parquet")]
+    config = _config(lexicon_dir, chunk_rows=8)
+    ingest(manifest, tmp_path / "clean", config, QUIET)
+    out = tmp_path / "resumed"
+    ingest(manifest, out, config, QUIET)
+    parts = sorted((out / "_work" / "parts").glob("part-*.parquet"))
+    for part in parts[::2]:
+        part.unlink()  # chunks a killed run never finished
+    (out / "dataset.json").unlink()
+    victim = sorted((out / "shards").glob("*.tar"))[0]
+    victim.with_name(victim.name.replace(".tar", ".stats.json")).unlink()  # uncommitted
+    victim.write_bytes(victim.read_bytes()[:700])  # and truncated, as after a kill
+    kept = {p.name: p.stat().st_mtime_ns for p in parts[1::2]}
+    ingest(manifest, out, config, QUIET)
+    assert _digest_tree(out) == _digest_tree(tmp_path / "clean")
+    assert {p.name: p.stat().st_mtime_ns for p in parts[1::2]} == kept  # done chunks not redone
+
+
+def test_changed_config_needs_overwrite(ray_local, synth_data, lexicon_dir, tmp_path):
+    root, _ = synth_data
+    manifest = [str(root / "train" / "manifest.parquet")]
+    ingest(manifest, tmp_path / "o", _config(lexicon_dir), QUIET)
+    with pytest.raises(ValueError, match="different config; use --overwrite"):
+        ingest(manifest, tmp_path / "o", _config(lexicon_dir, shard_size=7), QUIET)
+    summary = ingest(
+        manifest,
+        tmp_path / "o",
+        _config(lexicon_dir, shard_size=7),
+        RunOptions(overwrite=True, progress=False),
+    )
+    shards = pq.read_table(tmp_path / "o" / "index" / "shards.parquet")
+    assert max(shards["n"].to_pylist()) <= 7 and summary.written == sum(shards["n"].to_pylist())
+
+
+def test_every_bad_input_is_rejected_with_its_reason(ray_local, lexicon_dir, tmp_path):
+    files = image_files(tmp_path / "img")
+    served = {name: path.read_bytes() for name, path in files.items()}
+    with LoopbackServer(served) as server:
+        rows = [
+            {"key": "ok-jpg", "path": str(files["good.jpg"]), "tags": ["#BrownBear", "#instagood"]},
+            {"key": "ok-big", "path": str(files["big.jpg"]), "tags": "#goldenretriever, #dog"},
+            {"key": "ok-cmyk", "path": str(files["cmyk.jpg"]), "tags": ["#espresso"]},
+            {"key": "ok-16bit", "path": str(files["grey16.png"]), "tags": ["#goose"]},
+            {"key": "ok-palette", "path": str(files["palette.png"]), "tags": ["#geese"]},
+            {"key": "ok-alpha", "path": str(files["alpha.png"]), "tags": ["#Samoyed"]},
+            {"key": "ok-webp", "path": str(files["webp.webp"]), "tags": ["#samoyeds"]},
+            {"key": "ok-gif", "path": str(files["animated.gif"]), "tags": ["#tabby"]},
+            {"key": "ok-rotated", "path": str(files["rotated.jpg"]), "tags": ["#tabby"]},
+            {"key": "ok-url", "url": f"{server.url}/img/good.jpg", "tags": ["#tabby"]},
+            {"key": "a.b/c d", "path": str(files["good.jpg"]), "tags": ["#tabby"]},
+            {"key": "truncated", "path": str(files["truncated.jpg"]), "tags": ["#tabby"]},
+            {"key": "zero", "path": str(files["zero.jpg"]), "tags": ["#tabby"]},
+            {"key": "text", "path": str(files["text.jpg"]), "tags": ["#tabby"]},
+            {"key": "svg", "path": str(files["vector.svg"]), "tags": ["#tabby"]},
+            {"key": "tiny", "path": str(files["tiny.png"]), "tags": ["#tabby"]},
+            {"key": "bomb", "path": str(files["bomb.png"]), "tags": ["#tabby"]},
+            {"key": "strip", "path": str(files["strip.jpg"]), "tags": ["#tabby"]},
+            {"key": "missing", "path": str(tmp_path / "nope.jpg"), "tags": ["#tabby"]},
+            {"key": "u404", "url": f"{server.url}/img/nope.jpg", "tags": ["#tabby"]},
+            {"key": "u500", "url": f"{server.url}/500", "tags": ["#tabby"]},
+            {"key": "uslow", "url": f"{server.url}/slow", "tags": ["#tabby"]},
+            {"key": "uhtml", "url": f"{server.url}/html", "tags": ["#tabby"]},
+            {"key": "ufile", "url": f"{server.url}/to-file", "tags": ["#tabby"]},
+            {"key": "uloop", "url": f"{server.url}/loop", "tags": ["#tabby"]},
+            {"key": "uliar", "url": f"{server.url}/liar", "tags": ["#tabby"]},
+            {"key": "ustream", "url": f"{server.url}/stream", "tags": ["#tabby"]},
+            {"key": "uftp", "url": "ftp://127.0.0.1/x.jpg", "tags": ["#tabby"]},
+            {"key": "notags", "path": str(files["good.jpg"]), "tags": None},
+            {"key": "emptytags", "path": str(files["good.jpg"]), "tags": []},
+            {
+                "key": "junktags",
+                "path": str(files["good.jpg"]),
+                "tags": ["#instagood", "#2024", "#🔥"],
+            },
+            {"key": "outofvocab", "path": str(files["good.jpg"]), "tags": ["#sofa"]},
+            {"key": "noimage", "path": None, "url": None, "tags": ["#tabby"]},
+            {"key": "ok-jpg", "path": str(files["good.jpg"]), "tags": ["#tabby"]},
+        ]
+        manifest = tmp_path / "rows.jsonl"
+        lines = [json.dumps(r) for r in rows]
+        lines.insert(5, "{this is not json")
+        manifest.write_text("\n".join(lines) + "\n")
+        binary = tmp_path / "binary.parquet"
+        pq.write_table(
+            pa.table({"key": ["nonutf8"], "path": [str(files["good.jpg"])],
+                      "tags": pa.array([[b"#tabby", b"\xff\xfe"]], pa.list_(pa.binary()))}),
+            binary,
+        )  # fmt: skip
+        broken = tmp_path / "broken.parquet"
+        broken.write_bytes(b"PAR1 this is not parquet")
+        config = _config(
+            lexicon_dir,
+            image=ImageConfig(image_size=64, max_pixels=4_000_000, max_aspect=6.0),
+            fetch=FetchConfig(timeout=1.0, deadline=4.0, retries=1, backoff=0.1, max_bytes=1 << 20),
+        )
+        out = tmp_path / "out"
+        summary = ingest([str(manifest), str(binary), str(broken)], out, config, QUIET)
+        assert server.hits["/500"] == 2  # retried once, then given up
+
+    rejects = {
+        r["key"] or r["source"]: r
+        for r in pq.read_table(out / "index" / "rejects.parquet").to_pylist()
+    }
+    reasons = {k: r["reason"] for k, r in rejects.items()}
+    expected = {
+        "truncated": "corrupt_image", "zero": "empty_file", "text": "not_an_image",
+        "svg": "not_an_image", "tiny": "too_small", "bomb": "too_many_pixels", "strip": "bad_aspect",
+        "missing": "missing_file", "u404": "http_404", "u500": "http_500", "uslow": "timeout",
+        "uhtml": "not_an_image", "ufile": "bad_redirect", "uloop": "redirect_loop", "uliar": "too_large",
+        "ustream": "too_large", "uftp": "bad_scheme", "notags": "no_tags", "emptytags": "no_tags",
+        "junktags": "no_known_tags", "outofvocab": "out_of_vocabulary", "noimage": "no_image",
+        "ok-jpg": "duplicate_key", "nonutf8": "bad_tags", str(broken): "bad_manifest",
+    }  # fmt: skip
+    for key, reason in expected.items():
+        assert reasons.get(key) == reason, (key, rejects.get(key))
+    bad_json = [r for r in rejects.values() if r["reason"] == "bad_row"]
+    assert len(bad_json) == 1 and "rows.jsonl: line 6: not valid JSON" in bad_json[0]["detail"]
+    assert rejects[str(broken)]["row"] == -1 and "broken.parquet" in rejects[str(broken)]["detail"]
+    assert all(r["detail"] for r in rejects.values())  # every reject says what was wrong
+
+    written = {s["key"] for s in pq.read_table(out / "index" / "samples.parquet").to_pylist()}
+    sanitised = [k for k in written if k.startswith("a_b_c_d-")]
+    assert len(sanitised) == 1
+    assert written - set(sanitised) == {
+        "ok-jpg", "ok-big", "ok-cmyk", "ok-16bit", "ok-palette", "ok-alpha", "ok-webp", "ok-gif",
+        "ok-rotated", "ok-url",
+    }  # fmt: skip
+    total_rows = len(rows) + 1 + 1 + 1  # + the bad JSON line, the binary row, the broken file
+    assert summary.input_rows == total_rows == summary.written + summary.rejected
+
+    metas = {}
+    for shard in (out / "shards").glob("*.tar"):
+        for sample in wds.WebDataset(str(shard), shardshuffle=False):
+            meta = json.loads(sample["json"])
+            metas[meta["key"]] = (meta, sample["jpg"])
+    assert metas[sanitised[0]][0]["orig_key"] == "a.b/c d"
+    rotated, data = metas["ok-rotated"]
+    assert rotated["height"] > rotated["width"]  # EXIF orientation applied
+    from PIL import Image
+
+    big = Image.open(io.BytesIO(metas["ok-big"][1]))
+    assert big.format == "JPEG" and min(big.size) == 64 and big.mode == "RGB"
+    assert metas["ok-jpg"][0]["wnids"] == ["n02132136"]  # the duplicate's tags never leak in
+    assert len(metas["ok-big"][0]["wnids"]) == 1  # 'dog' is not an IN-1k synset
+
+
+def test_manifest_formats_and_inline_images(ray_local, lexicon_dir, tmp_path):
+    good = encode(photo(0), "JPEG")
+    path = tmp_path / "g.jpg"
+    path.write_bytes(good)
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "a.csv").write_text(f"key,path,tags\nc1,{path},#tabby #goose\n")
+    with gzip.open(tmp_path / "m" / "b.tsv.gz", "wt") as f:
+        f.write(f"key\tpath\ttags\nt1\t{path}\t#tabby,#goose\nt2\t{path}\t\nt3\t{path}\n")
+    (tmp_path / "m" / "c.jsonl").write_text(
+        json.dumps({"key": "j1", "path": str(path), "tags": ["#goose"]}) + "\n"
+    )
+    pq.write_table(pa.table({"key": ["p1"], "image": [good], "tags": [["#tabby"]], "camera": ["x100"]}),
+                   tmp_path / "m" / "d.parquet")  # fmt: skip
+    (tmp_path / "m" / "notes.txt").write_text("ignored: not a manifest")
+    config = _config(lexicon_dir, columns=_columns(extra=("camera",)))
+    out = tmp_path / "out"
+    summary = ingest([str(tmp_path / "m")], out, config, QUIET)
+    assert summary.written == 4 and summary.rejects_by_reason == {"no_tags": 1, "bad_row": 1}
+    metas = {}
+    for shard in (out / "shards").glob("*.tar"):
+        for sample in wds.WebDataset(str(shard), shardshuffle=False):
+            meta = json.loads(sample["json"])
+            metas[meta["key"]] = meta
+    assert set(metas) == {"c1", "t1", "j1", "p1"}
+    assert metas["t1"]["k"] == 2 and metas["p1"]["extra"] == {"camera": "x100"}
+    assert metas["p1"]["source"].startswith("inline:") and metas["p1"]["source"].endswith(
+        "d.parquet:0"
+    )
+
+
+def _columns(**kw):
+    from pipeline.manifest import Columns
+
+    return Columns(**kw)
