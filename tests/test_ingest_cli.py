@@ -1,0 +1,105 @@
+"""`weakly ingest` / `weakly synth` through the real entry point, including a real SIGKILL."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline.cli import main
+
+
+def _digest(out: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(out.rglob("*"))
+        if p.is_file() and "_work" not in p.parts and p.name != "report.png"
+    }
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--shard-size", "0"], "--shard-size 0: use 1..10000"),
+        (["--vocab", "top:x"], "in1k, nouns, or top:K"),
+        (["--weighting", "log"], "invalid choice"),
+        (["--label-noise", "1.5"], "--label-noise 1.5"),
+        (["--quality", "0"], "--quality 0"),
+    ],
+)
+def test_bad_flags_are_clear(tmp_path, capsys, args, message):
+    code = None
+    try:
+        code = main(["ingest", str(tmp_path / "m.jsonl"), "--out", str(tmp_path / "o"), *args])
+    except SystemExit as exit_:  # argparse's own errors
+        code = exit_.code
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()  # nothing started
+
+
+def test_config_file_errors(tmp_path, capsys):
+    bad = tmp_path / "c.yaml"
+    bad.write_text("shard_size: 10\nnot_an_option: 1\n")
+    with pytest.raises(SystemExit):
+        main(["ingest", "--config", str(bad)])
+    assert "unknown options not_an_option" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["ingest", "--config", str(tmp_path / "absent.yaml")])
+    assert "no such file" in capsys.readouterr().err
+    empty = tmp_path / "e.yaml"
+    empty.write_text("out: somewhere\n")
+    assert main(["ingest", "--config", str(empty)]) == 2
+    assert "needs MANIFEST" in capsys.readouterr().err
+
+
+def test_killed_run_resumes_to_identical_output(tmp_path, lexicon_dir):
+    """SIGKILL the whole ingest process tree mid pass 2, rerun the same command, compare."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    weakly = [sys.executable, "-m", "pipeline.cli"]
+    subprocess.run(
+        [*weakly, "synth", "--n", "60", "--out", str(tmp_path / "syn"), "--max-px", "900"],
+        check=True, env=env, capture_output=True,
+    )  # fmt: skip
+    config = tmp_path / "job.yaml"
+    config.write_text(
+        f"lexicon_dir: {lexicon_dir}\nshard_size: 15\nchunk_rows: 3\nnum_cpus: 1\nno_progress: true\n"
+    )
+    manifest = str(tmp_path / "syn" / "manifest.parquet")
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [*weakly, "ingest", manifest, "--out", str(killed), "--config", str(config)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    parts = killed / "_work" / "parts"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and len(list(parts.glob("part-*.parquet"))) < 3:
+        assert proc.poll() is None, "ingest finished before it could be killed"
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = len(list(parts.glob("part-*.parquet")))
+    assert 3 <= done_before < 20 and not (killed / "dataset.json").exists()
+
+    rerun = subprocess.run(
+        [*weakly, "ingest", manifest, "--out", str(killed), "--config", str(config)],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert "rows in" in rerun.stdout and "written" in rerun.stdout
+    clean = tmp_path / "clean"
+    assert main(["ingest", manifest, "--out", str(clean), "--config", str(config)]) == 0
+    assert _digest(killed) == _digest(clean)
+    dataset = json.loads((clean / "dataset.json").read_text())
+    assert (
+        dataset["totals"]["input_rows"]
+        == 60
+        == dataset["totals"]["written"] + dataset["totals"]["rejected"]
+    )
