@@ -297,3 +297,25 @@ def _columns(**kw):
     from pipeline.manifest import Columns
 
     return Columns(**kw)
+
+
+def test_trainer_reads_what_ingest_writes(ray_local, synth_data, lexicon_dir, tmp_path):
+    """The two halves meet only at the documented format: ingest output -> weakly train."""
+    import itertools
+
+    from train.data import iter_sample_keys
+
+    root, _ = synth_data
+    out = tmp_path / "ds"
+    summary = ingest([str(root / "train" / "manifest.parquet")], out, _config(lexicon_dir), QUIET)
+    written = set(pq.read_table(out / "index" / "samples.parquet")["key"].to_pylist())
+    keys = list(itertools.islice(iter_sample_keys(str(out), seed=3), 200))
+    assert len(keys) == 200 and set(keys) <= written and len(set(keys)) > summary.written // 3
+    from pipeline.cli import main
+
+    run = tmp_path / "run"
+    argv = ["train", "--data", str(out), "--model", "tiny", "--out", str(run), "--steps", "3",
+            "--batch-size", "8", "--device", "cpu", "--image-size", "48", "--workers", "0"]  # fmt: skip
+    assert main(argv) == 0
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert metrics[-1]["step"] == 3 and metrics[-1]["loss"] > 0
