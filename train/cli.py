@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -34,7 +35,12 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--sampling", choices=["weighted", "natural"], default="weighted")
     p.add_argument("--shuffle-buffer", type=int, default=1000)
     p.add_argument("--image-size", type=int, default=224)
-    p.add_argument("--workers", type=int, default=4, help="loader processes per rank")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=min(4, os.cpu_count() or 1),
+        help="loader processes per rank (default: min(4, cores))",
+    )
     p.add_argument("--decode", choices=["auto", "cpu", "gpu"], default="auto")
     p.add_argument("--no-draft", dest="draft", action="store_false", help="full-scale decode")
     p.add_argument("--amp", action="store_true", help="bfloat16 autocast")
