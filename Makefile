@@ -1,5 +1,6 @@
 # Two commands from a fresh clone: `make demo` and `make test`. Both set up what they need
 # (virtualenv, the project, WordNet) and are quiet when everything is already in place.
+SHELL  := /bin/bash
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -16,7 +17,7 @@ $(PY):
 $(STAMP): pyproject.toml | $(PY)
 	@echo "installing weakly and its test dependencies into $(VENV) ..."
 	@$(PY) -m pip install -q --upgrade pip >/dev/null
-	@$(PY) -m pip install -q -e '.[all,test]'
+	@set -o pipefail; $(PY) -m pip install -q -e '.[all,test]' 2>&1 | { grep -v '^WARNING: Location' || true; }
 	@touch $@
 
 # WordNet 3.0: found by wordnet_tools (explicit folder, NLTK data, or Debian packages);

@@ -11,7 +11,7 @@ import socket
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -137,28 +137,33 @@ def fetch_path(path: str, config: FetchConfig = FetchConfig()) -> bytes:
     return data
 
 
-def fetch_all(
+def fetch_one(
+    ref: tuple[str | None, str | None, bytes | None], config: FetchConfig
+) -> bytes | FetchError:
+    """Bytes for one (url, path, inline) reference, or the FetchError saying why not."""
+    url, path, inline = ref
+    try:
+        if inline is not None:
+            if len(inline) > config.max_bytes:
+                raise FetchError("too_large", "inline image over the byte cap")
+            return inline
+        if url:
+            return fetch_url(url, config)
+        if path:
+            return fetch_path(path, config)
+        raise FetchError("no_image", "row has no url, path or image bytes")
+    except FetchError as exc:
+        return exc
+
+
+def fetch_iter(
     refs: list[tuple[str | None, str | None, bytes | None]], config: FetchConfig
-) -> list[bytes | FetchError]:
-    """Bytes (or the error) for each (url, path, inline) reference; URLs fetched in threads."""
-
-    def one(ref: tuple[str | None, str | None, bytes | None]) -> bytes | FetchError:
-        url, path, inline = ref
-        try:
-            if inline is not None:
-                if len(inline) > config.max_bytes:
-                    raise FetchError("too_large", "inline image over the byte cap")
-                return inline
-            if url:
-                return fetch_url(url, config)
-            if path:
-                return fetch_path(path, config)
-            raise FetchError("no_image", "row has no url, path or image bytes")
-        except FetchError as exc:
-            return exc
-
-    work: Callable = one
-    if any(r[0] for r in refs) and config.threads > 1:
-        with ThreadPoolExecutor(max_workers=config.threads) as pool:
-            return list(pool.map(work, refs))
-    return [work(r) for r in refs]
+) -> Iterator[bytes | FetchError]:
+    """Results in input order, yielded as soon as each is ready, so the caller decodes one
+    image while the thread pool is still fetching the next ones."""
+    if not any(r[0] for r in refs) or config.threads <= 1:
+        for ref in refs:
+            yield fetch_one(ref, config)
+        return
+    with ThreadPoolExecutor(max_workers=config.threads) as pool:
+        yield from pool.map(lambda ref: fetch_one(ref, config), refs)

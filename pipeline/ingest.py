@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .fetch import FetchConfig, FetchError, fetch_all
+from .fetch import FetchConfig, FetchError, fetch_iter
 from .images import ImageConfig, ImageReject, prepare_image
 from .keys import row_key, sanitise_key
 from .manifest import ROWS_SCHEMA, Columns, ManifestError, list_manifest_files, read_manifest
@@ -275,7 +275,7 @@ PART_SCHEMA = pa.schema(
 def process_chunk(rows: pa.Table, config: IngestConfig, eval_index, part_path: str) -> dict:
     """Pass 2 for one chunk; writes `part_path` atomically and returns counts."""
     records = rows.to_pylist()
-    fetched = fetch_all([(r["url"], r["path"], r["image"]) for r in records], config.fetch)
+    fetched = fetch_iter([(r["url"], r["path"], r["image"]) for r in records], config.fetch)
     out: dict[str, list] = {name: [] for name in PART_SCHEMA.names}
     prepared_rows = []
     for record, data in zip(records, fetched, strict=True):
