@@ -48,28 +48,39 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(data_dir, tmp_path):
     full = _run(_argv(data_dir, tmp_path / "full", *common, "--ckpt-every", "3"))
     part = tmp_path / "part"
     part.mkdir()
+    (part / "checkpoints").mkdir()
     for name in ("ckpt-000000003.pt", "ckpt-000000003.pt.sha256"):
-        shutil.copy(tmp_path / "full" / name, part / name)
+        shutil.copy(tmp_path / "full" / "checkpoints" / name, part / "checkpoints" / name)
     resumed = _run(_argv(data_dir, part, *common, "--ckpt-every", "100", "--resume", "auto"))
     want, got = _keys(tmp_path / "full"), _keys(part)
     assert sorted(got) == [4, 5, 6, 7]
     assert all(got[s] == want[s] for s in got)
     assert resumed["step"] == full["step"] == 7
     assert resumed["param_sha256"] == full["param_sha256"]
-    a = load_checkpoint(tmp_path / "full" / "ckpt-000000007.pt")["model"]
-    b = load_checkpoint(part / "ckpt-000000007.pt")["model"]
+    a = load_checkpoint(tmp_path / "full" / "checkpoints" / "ckpt-000000007.pt")["model"]
+    b = load_checkpoint(part / "checkpoints" / "last.pt")["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_torn_checkpoint_is_never_resumed(tmp_path):
     save_checkpoint(tmp_path, 1, {"step": 1})
     save_checkpoint(tmp_path, 2, {"step": 2})
-    with open(tmp_path / "ckpt-000000002.pt", "ab") as f:
+    ckpts = tmp_path / "checkpoints"
+    assert load_checkpoint(ckpts / "last.pt")["step"] == 2
+    with open(ckpts / "ckpt-000000002.pt", "ab") as f:
         f.write(b"torn")
-    (tmp_path / "ckpt-000000003.pt").write_bytes(b"no checksum file")
+    (ckpts / "ckpt-000000003.pt").write_bytes(b"no checksum file")
     assert latest_checkpoint(tmp_path).name == "ckpt-000000001.pt"
     with pytest.raises(ValueError, match="checksum"):
-        load_checkpoint(tmp_path / "ckpt-000000002.pt")
+        load_checkpoint(ckpts / "ckpt-000000002.pt")
+
+
+def test_keep_last_prunes_old_numbered_checkpoints(tmp_path):
+    for step in range(1, 6):
+        save_checkpoint(tmp_path, step, {"step": step}, keep_last=2)
+    names = sorted(p.name for p in (tmp_path / "checkpoints").glob("*.pt"))
+    assert names == ["ckpt-000000004.pt", "ckpt-000000005.pt", "last.pt"]
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["step"] == 5
 
 
 def test_config_file_fills_flags_and_flags_win(data_dir, tmp_path):
@@ -106,7 +117,7 @@ def test_python_m_train_end_to_end(data_dir, tmp_path):
     for r in rows:
         assert {"loss", "lr", "samples_per_s", "data_wait_frac"} <= set(r)
         assert r["loss"] > 0 and 0 <= r["data_wait_frac"] <= 1
-    ckpt = torch.load(out / "ckpt-000000004.pt", weights_only=True)
+    ckpt = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
     assert ckpt["step"] == 4 and len(ckpt["wnids"]) == 12 and len(ckpt["loader"]) == 1
     assert set(ckpt) >= {"model", "optimizer", "scheduler", "args"}
 
@@ -134,5 +145,5 @@ def test_torchrun_two_ranks_stay_in_sync(data_dir, tmp_path):
     keys0 = (out / "keys-rank0.jsonl").read_text()
     keys1 = (out / "keys-rank1.jsonl").read_text()
     assert len(keys0.splitlines()) == len(keys1.splitlines()) == 5 and keys0 != keys1
-    ckpt = load_checkpoint(out / "ckpt-000000003.pt")
+    ckpt = load_checkpoint(out / "checkpoints" / "ckpt-000000003.pt")
     assert [s["rank"] for s in ckpt["loader"]] == [0, 1]

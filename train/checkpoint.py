@@ -1,8 +1,11 @@
 """Checkpoints: one dict per file, written atomically, verified by a checksum file.
 
-The checksum file is written (atomically) after the checkpoint is in place, so it is the commit
-marker: a checkpoint without a matching checksum is a crash leftover and is never resumed from.
-Only tensors and plain containers are stored, so `torch.load(weights_only=True)` can read it.
+Layout: `RUN/checkpoints/ckpt-<step>.pt` for the last `keep_last` saves, and
+`RUN/checkpoints/last.pt`, always the newest, for people and scripts that just want "the latest"
+without listing a folder. The checksum file is written (atomically) after the checkpoint is in
+place, so it is the commit marker: a checkpoint without a matching checksum is a crash leftover
+and is never resumed from. Only tensors and plain containers are stored, so
+`torch.load(weights_only=True)` can read it.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 from pathlib import Path
 
 import torch
@@ -43,19 +47,69 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def checkpoint_path(run_dir: Path, step: int) -> Path:
-    return Path(run_dir) / f"ckpt-{step:09d}.pt"
+LAST = "last.pt"
 
 
-def save_checkpoint(run_dir: str | os.PathLike, step: int, state: dict) -> Path:
-    path = checkpoint_path(Path(run_dir), step)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(path, lambda f: torch.save(state, f))
-    digest = sha256_file(path)
+def checkpoint_dir(run_dir: str | os.PathLike) -> Path:
+    return Path(run_dir) / "checkpoints"
+
+
+def checkpoint_path(run_dir: str | os.PathLike, step: int) -> Path:
+    return checkpoint_dir(run_dir) / f"ckpt-{step:09d}.pt"
+
+
+def _write_marker(path: Path, digest: str) -> None:
     _write_atomic(
         path.with_name(path.name + ".sha256"),
         lambda f: f.write(f"{digest}  {path.name}\n".encode()),
     )
+
+
+def _publish_last(path: Path, digest: str) -> None:
+    """Point last.pt at `path`: a hard link swapped in atomically (a copy where links fail).
+
+    last.pt's own checksum is written after the swap, so a crash in between leaves a last.pt
+    that fails verification and resume falls back to the numbered file, never to a stale one.
+    """
+    last = path.with_name(LAST)
+    tmp = path.with_name(LAST + ".tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(path, tmp)
+    except OSError:
+        shutil.copyfile(path, tmp)
+    os.replace(tmp, last)
+    _fsync_dir(last.parent)
+    _write_marker(last, digest)
+
+
+def numbered(run_dir: str | os.PathLike) -> list[tuple[int, Path]]:
+    """(step, path) of the numbered checkpoints present, oldest first."""
+    folder = checkpoint_dir(run_dir)
+    if not folder.is_dir():
+        return []
+    return sorted(
+        (int(m.group(1)), p) for p in folder.iterdir() if (m := _NAME.match(p.name)) is not None
+    )
+
+
+def prune(run_dir: str | os.PathLike, keep_last: int) -> None:
+    """Delete all but the newest `keep_last` numbered checkpoints (0 keeps everything)."""
+    if keep_last <= 0:
+        return
+    for _, path in numbered(run_dir)[:-keep_last]:
+        path.with_name(path.name + ".sha256").unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
+
+
+def save_checkpoint(run_dir: str | os.PathLike, step: int, state: dict, keep_last: int = 0) -> Path:
+    path = checkpoint_path(run_dir, step)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomic(path, lambda f: torch.save(state, f))
+    digest = sha256_file(path)
+    _write_marker(path, digest)
+    _publish_last(path, digest)
+    prune(run_dir, keep_last)
     return path
 
 
@@ -69,16 +123,11 @@ def is_valid(path: Path) -> bool:
 
 def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
     """Newest checkpoint whose checksum matches; older ones are the fallback for a torn write."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        return None
-    found = sorted(
-        (int(m.group(1)), p) for p in run_dir.iterdir() if (m := _NAME.match(p.name)) is not None
-    )
-    for _, path in reversed(found):
+    for _, path in reversed(numbered(run_dir)):
         if is_valid(path):
             return path
-    return None
+    last = checkpoint_dir(run_dir) / LAST
+    return last if is_valid(last) else None
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:

@@ -1,6 +1,6 @@
 """Arguments of the trainer, shared by `python -m train`, `torchrun -m train` and `weakly train`.
 
-A `--config` file (YAML or JSON, keys named like the flags) supplies values; a flag given on
+A `--config` file (YAML, JSON or TOML, keys named like the flags) supplies values; a flag given on
 the command line wins over the file. `--data`, `--model` and `--out` may come from either.
 """
 
@@ -20,7 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--split", default="train")
     p.add_argument("--model", help="tiny, resnet18, resnet50, resnext101_32x8d, ...")
     p.add_argument("--out", help="run folder: metrics.jsonl and checkpoints")
-    p.add_argument("--config", help="YAML/JSON file of flag values (flags win)")
+    p.add_argument("--config", help="YAML, JSON or TOML file of flag values (flags win)")
     length = p.add_mutually_exclusive_group()
     length.add_argument("--steps", type=int, help="optimizer steps")
     length.add_argument("--samples", type=int, help="samples seen in total, over all ranks")
@@ -31,6 +31,15 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--momentum", type=float, default=0.9)
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--warmup-steps", type=int, default=0)
+    p.add_argument("--schedule", choices=["cosine", "step"], default="cosine")
+    p.add_argument(
+        "--halve-every", type=int, default=0, help="step schedule: steps per halving (0: 1/4 run)"
+    )
+    p.add_argument("--grad-clip", type=float, default=0.0, help="max gradient L2 norm (0: off)")
+    p.add_argument("--ema", type=float, default=0.0, help="EMA decay of weights, e.g. 0.9999")
+    p.add_argument(
+        "--skip-nonfinite", action="store_true", help="skip NaN/inf steps instead of stopping"
+    )
     p.add_argument("--loss", choices=["softmax", "bce"], default="softmax")
     p.add_argument("--sampling", choices=["weighted", "natural"], default="weighted")
     p.add_argument("--shuffle-buffer", type=int, default=1000)
@@ -45,8 +54,18 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--no-draft", dest="draft", action="store_false", help="full-scale decode")
     p.add_argument("--amp", action="store_true", help="bfloat16 autocast")
     p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm under DDP (CUDA)")
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--ckpt-every", type=int, default=1000)
+    p.add_argument("--keep-last", type=int, default=3, help="numbered checkpoints kept (0: all)")
+    p.add_argument(
+        "--stop-after-steps",
+        type=int,
+        help="checkpoint and exit 0 after this many steps of this invocation (preemption)",
+    )
+    p.add_argument("--verify-shards", action="store_true", help="check every shard's sha256")
+    p.add_argument("--tensorboard", action="store_true", help="also log to RUN/tensorboard")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--record-keys", action="store_true", help="write keys-rank{r}.jsonl")
     return p
@@ -60,6 +79,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
 
+def _toml(text: str, path: Path) -> dict:
+    """TOML through the standard library (Python 3.11+); no extra dependency for 3.10."""
+    try:
+        import tomllib
+    except ImportError as exc:
+        raise ValueError(f"{path}: TOML configs need Python 3.11 or newer") from exc
+    return tomllib.loads(text)  # TOMLDecodeError is a ValueError: one-line error
+
+
+_MINIMUM = {
+    "steps": 1,
+    "samples": 1,
+    "batch_size": 1,
+    "workers": 0,
+    "log_every": 1,
+    "ckpt_every": 1,
+    "keep_last": 0,
+    "stop_after_steps": 1,
+    "image_size": 8,
+}
+
+
 def _defaults() -> dict:
     return vars(build_parser().parse_args([]))
 
@@ -69,7 +110,12 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
     if args.config:
         path = Path(args.config)
         text = path.read_text()
-        cfg = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        if path.suffix == ".json":
+            cfg = json.loads(text)
+        elif path.suffix == ".toml":
+            cfg = _toml(text, path)
+        else:
+            cfg = yaml.safe_load(text)
         if not isinstance(cfg, dict):
             raise ValueError(f"{path}: expected a mapping of flag names to values")
         defaults = _defaults()
@@ -86,6 +132,10 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
         raise ValueError("give --steps or --samples")
     if args.steps is not None and args.samples is not None:
         raise ValueError("give --steps or --samples, not both")
+    for name, low in _MINIMUM.items():
+        value = getattr(args, name)
+        if value is not None and value < low:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least {low}, not {value}")
     return args
 
 
@@ -107,6 +157,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return run(args)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, yaml.YAMLError) as exc:
         print(f"train: error: {exc}", file=sys.stderr)
         return 2

@@ -7,6 +7,7 @@ rather than read into memory.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import tarfile
@@ -19,6 +20,7 @@ import pyarrow.parquet as pq
 
 MEMBER_RE = re.compile(r"^([A-Za-z0-9_-]+)\.(jpg|json)$")
 DEFAULT_MAX_MEMBER_BYTES = 32 << 20
+FORMAT_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,7 @@ class ShardTable:
     files: tuple[str, ...]
     n: np.ndarray
     weight_sum: np.ndarray
+    sha256: tuple[str, ...] = ()
 
     @property
     def mean_size(self) -> float:
@@ -59,8 +62,13 @@ class Dataset:
             )
         with self.fs.open(meta_path, "rb") as f:
             self.meta = json.load(f)
-        if self.meta.get("format") != "weakly-shards" or self.meta.get("format_version") != 1:
-            raise ValueError(f"{meta_path}: unsupported format {self.meta.get('format_version')}")
+        fmt, version = self.meta.get("format"), self.meta.get("format_version")
+        if fmt != "weakly-shards" or version != FORMAT_VERSION:
+            raise ValueError(
+                f"{self.url}/dataset.json: format {fmt!r} version {version!r}; this trainer "
+                f"reads 'weakly-shards' version {FORMAT_VERSION} (re-run ingest, or use a "
+                "matching trainer)"
+            )
         self.wnids: list[str] = list(self.meta["vocabulary"]["wnids"])
         with self.fs.open(f"{self.root}/index/shards.parquet", "rb") as f:
             table = pq.read_table(f).to_pydict()
@@ -71,11 +79,16 @@ class Dataset:
             files=tuple(table["file"][i] for i in rows),
             n=np.asarray([table["n"][i] for i in rows], dtype=np.int64),
             weight_sum=np.asarray([table["weight_sum"][i] for i in rows], dtype=np.float64),
+            sha256=tuple(table["sha256"][i] or "" for i in rows) if "sha256" in table else (),
         )
         if not (self.shards.weight_sum > 0).any():
             raise ValueError(f"{self.url}: every shard of split {split!r} has weight_sum 0")
         split_meta = self.meta.get("splits", {}).get(split, {})
         self.mean_shard_size = float(split_meta.get("mean_shard_size") or self.shards.mean_size)
+
+    @property
+    def num_samples(self) -> int:
+        return int(self.shards.n.sum())
 
     @property
     def num_classes(self) -> int:
@@ -141,3 +154,38 @@ def iter_tar_samples(fileobj, max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES) 
             key, jpg = None, None
             if sample is not None and sample.labels:
                 yield sample
+
+
+def check_shard_files(dataset: Dataset, verify: bool = False) -> None:
+    """Fail before training if a shard the index lists is missing (or, with `verify`, altered).
+
+    Without this a missing tar only surfaces when the sampler first visits it, possibly hours
+    in and inside a loader worker. Existence costs one listing per folder; the sha256 check
+    reads every byte, hence optional.
+    """
+    fs, root = dataset.fs, dataset.root
+    folders = sorted({f.rpartition("/")[0] for f in dataset.shards.files})
+    present: set[str] = set()
+    for folder in folders:
+        path = f"{root}/{folder}" if folder else root
+        if fs.isdir(path):
+            present |= {p.rstrip("/").rpartition("/")[2] for p in fs.ls(path, detail=False)}
+    missing = [f for f in dataset.shards.files if f.rpartition("/")[2] not in present]
+    if missing:
+        raise FileNotFoundError(
+            f"{dataset.url}: {len(missing)} of {len(dataset.shards.files)} shards listed in "
+            f"index/shards.parquet are missing, e.g. {missing[0]}"
+        )
+    if not verify:
+        return
+    hashes = dataset.shards.sha256 or ("",) * len(dataset.shards.files)
+    for file, want in zip(dataset.shards.files, hashes, strict=True):
+        h = hashlib.sha256()
+        with fs.open(f"{root}/{file}", "rb") as f:
+            for block in iter(lambda f=f: f.read(1 << 20), b""):
+                h.update(block)
+        if want and h.hexdigest() != want:
+            raise ValueError(
+                f"{dataset.url}/{file}: sha256 {h.hexdigest()[:12]}... differs from "
+                f"index/shards.parquet ({want[:12]}...); the shard was changed or truncated"
+            )
