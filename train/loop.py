@@ -286,7 +286,7 @@ def train(args: argparse.Namespace) -> dict:
         if _nonfinite(loss, grad_norm, info):
             if not args.skip_nonfinite:
                 raise NonFiniteLoss(
-                    f"loss {float(loss):.4g}, gradient norm {float(grad_norm):.4g} at step "
+                    f"loss {float(loss.detach()):.4g}, gradient norm {float(grad_norm):.4g} at step "
                     f"{step + 1} (lr {scheduler.get_last_lr()[0]:.4g}); lower --lr, set "
                     "--grad-clip, or pass --skip-nonfinite to skip such steps"
                 )
