@@ -13,6 +13,7 @@ import json
 import math
 import os
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +63,29 @@ def make_jpeg(rng: np.random.Generator, min_side: int = 40, max_side: int = 96) 
     return buf.getvalue()
 
 
+PALETTE = (
+    (220, 30, 30),
+    (30, 200, 40),
+    (40, 60, 230),
+    (235, 215, 30),
+    (200, 40, 210),
+    (30, 210, 220),
+)
+
+
+def colour_stripes_jpeg(rng: np.random.Generator, labels: list[int], side: int = 48) -> bytes:
+    """A learnable image: one vertical stripe per label in that label's palette colour, plus
+    noise. The label is visible in the pixels, so a model that learns must lower its loss."""
+    img = np.zeros((side, side, 3), dtype=np.float32)
+    edges = np.linspace(0, side, len(labels) + 1).astype(int)
+    for j, label in enumerate(labels):
+        img[:, edges[j] : edges[j + 1]] = PALETTE[label % len(PALETTE)]
+    img += rng.normal(0, 20, img.shape)
+    buf = io.BytesIO()
+    Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
 def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     info = tarfile.TarInfo(name)
     info.size = len(data)
@@ -83,13 +107,15 @@ def build_fixture(
     split: str = "train",
     min_side: int = 40,
     max_side: int = 96,
+    image: Callable[[np.random.Generator, list[int]], bytes] | None = None,
 ) -> Path:
     """Write a complete dataset folder; returns its path.
 
     Weights follow the default inv-sqrt scheme with rare-tag upsampling, samples are bucketed by
     weight on a log scale and each bucket is cut into shards of at most `max_shard` samples, so
     shard sizes and weight sums are deliberately uneven. `corrupt` samples carry bytes that are
-    not a decodable JPEG (their index rows are still written: the reader must cope).
+    not a decodable JPEG (their index rows are still written: the reader must cope). `image`,
+    when given, draws each sample's JPEG from its labels (e.g. `colour_stripes_jpeg`).
     """
     root = Path(root)
     (root / "shards").mkdir(parents=True, exist_ok=True)
@@ -137,7 +163,11 @@ def build_fixture(
                         jpg = b"\xff\xd8\xff\xe0" + rng.bytes(200)
                         width = height = 0
                     else:
-                        jpg = make_jpeg(rng, min_side=min_side, max_side=max_side)
+                        jpg = (
+                            image(rng, labels[i])
+                            if image is not None
+                            else make_jpeg(rng, min_side=min_side, max_side=max_side)
+                        )
                         width, height = Image.open(io.BytesIO(jpg)).size
                     meta = {
                         "key": key,
