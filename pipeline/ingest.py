@@ -324,8 +324,21 @@ def process_chunk(rows: pa.Table, config: IngestConfig, eval_index, part_path: s
         out["detail"].append(detail)
         out["matches"].append(json.dumps(matches[i]) if i in matches else None)
     table = pa.table(out, schema=PART_SCHEMA)
-    _atomic_parquet(table, Path(part_path))
+    # Accepted images go to one file per weight bucket, so each shard task reads only its own
+    # bytes; the chunk's row table (no image bytes) is written last and marks the chunk done.
+    accepted = table.filter(pc.is_null(table["reject"]))
+    for bucket in sorted(set(accepted["bucket"].to_pylist())):
+        rows_b = accepted.filter(pc.equal(accepted["bucket"], bucket))
+        _atomic_parquet(rows_b.select(BUCKET_COLUMNS), bucket_part(Path(part_path), bucket))
+    _atomic_parquet(table.drop_columns(["jpeg", "meta"]), Path(part_path))
     return {"rows": len(records), "written": int(pc.sum(pc.is_null(table["reject"])).as_py() or 0)}
+
+
+BUCKET_COLUMNS = ["key", "weight", "meta", "jpeg"]
+
+
+def bucket_part(part_path: Path, bucket: int) -> Path:
+    return part_path.with_name(f"{part_path.stem}-b{bucket:02d}.parquet")
 
 
 def _atomic_parquet(table: pa.Table, path: Path) -> None:
@@ -345,16 +358,9 @@ def shard_name(bucket: int, n: int) -> str:
 
 def write_bucket(bucket: int, part_paths: list[str], shard_dir: str, shard_size: int) -> list[dict]:
     """Write every shard of one weight bucket (skipping committed ones); return their stats."""
-    columns = ["key", "weight", "meta", "jpeg"]
-    tables = [
-        pq.read_table(
-            p,
-            columns=columns,
-            filters=(pc.field("bucket") == bucket) & pc.field("reject").is_null(),
-        )
-        for p in part_paths
-    ]
-    table = pa.concat_tables(tables) if tables else pa.table({c: [] for c in columns})
+    files = [bucket_part(Path(p), bucket) for p in part_paths]
+    tables = [pq.read_table(f) for f in files if f.exists()]
+    table = pa.concat_tables(tables) if tables else pa.table({c: [] for c in BUCKET_COLUMNS})
     table = table.sort_by("key")
     stats = []
     for n, start in enumerate(range(0, table.num_rows, shard_size)):

@@ -80,12 +80,12 @@ def test_killed_run_resumes_to_identical_output(tmp_path, lexicon_dir):
     )  # fmt: skip
     parts = killed / "_work" / "parts"
     deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and len(list(parts.glob("part-*.parquet"))) < 3:
+    while time.monotonic() < deadline and len(list(parts.glob("part-??????.parquet"))) < 3:
         assert proc.poll() is None, "ingest finished before it could be killed"
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    done_before = len(list(parts.glob("part-*.parquet")))
+    done_before = len(list(parts.glob("part-??????.parquet")))
     assert 3 <= done_before < 20 and not (killed / "dataset.json").exists()
 
     rerun = subprocess.run(
