@@ -513,7 +513,7 @@ def ingest(
         print(f"weakly ingest: warning: {reason}")
     plan = plan_labels(rows, config, lexicon)
     keys, rejects, wnids = plan.keys, plan.rejects, plan.wnids
-    vocabulary, counts, weights, buckets = plan.vocabulary, plan.counts, plan.weights, plan.buckets
+    vocabulary, weights, buckets = plan.vocabulary, plan.weights, plan.buckets
     live = [r is None for r in rejects]
     index_of = {w: i for i, w in enumerate(vocabulary)}
 
@@ -581,17 +581,7 @@ def ingest(
     ]
 
     summary = _write_index(
-        out,
-        files,
-        rows,
-        rejects,
-        part_paths,
-        shard_stats,
-        vocabulary,
-        lexicon,
-        counts,
-        config,
-        eval_index,
+        out, files, rows, plan, part_paths, shard_stats, lexicon, config, eval_index
     )
     elapsed = time.perf_counter() - start
     summary.seconds = elapsed
@@ -600,18 +590,18 @@ def ingest(
 
 
 def _write_index(
-    out,
-    files,
-    rows,
-    rejects,
-    part_paths,
-    shard_stats,
-    vocabulary,
+    out: Path,
+    files: list[str],
+    rows: pa.Table,
+    plan: LabelPlan,
+    part_paths: list[str],
+    shard_stats: list[dict],
     lexicon,
-    counts,
-    config,
+    config: IngestConfig,
     eval_index,
-):
+) -> IngestSummary:
+    """Index parquets, report.png and, last, dataset.json; checks rows in = written + rejected."""
+    rejects, vocabulary, counts = plan.rejects, plan.vocabulary, plan.counts
     index = out / "index"
     reject_rows = {"source": [], "row": [], "key": [], "reason": [], "detail": []}
     for source, row, key, reason in zip(
