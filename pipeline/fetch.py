@@ -18,13 +18,13 @@ from urllib.parse import urlsplit
 
 import fsspec
 
+from .rejects import RowReject
+
 USER_AGENT = "weakly-ingest/0.1 (+dataset builder)"
 
 
-class FetchError(Exception):
-    def __init__(self, reason: str, detail: str = ""):
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason, self.detail = reason, detail
+class FetchError(RowReject):
+    """A row rejected while fetching its bytes."""
 
 
 @dataclass(frozen=True)

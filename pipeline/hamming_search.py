@@ -22,7 +22,13 @@ import numpy as np
 _U64 = np.uint64
 
 
-def _sort_pairs(q: np.ndarray, d: np.ndarray, dist: np.ndarray):
+def _sorted_pairs(qs: list, ds: list, dists: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Concatenate per-block (query, db, distance) pieces, sorted by (query, db)."""
+    if not qs:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.uint8)
+    q = np.concatenate(qs).astype(np.int64)
+    d = np.concatenate(ds).astype(np.int64)
+    dist = np.concatenate(dists).astype(np.uint8)
     order = np.lexsort((d, q))
     return q[order], d[order], dist[order]
 
@@ -42,13 +48,7 @@ def flat_range_search(
         qs.append(qi + start)
         ds.append(di)
         dists.append(dist[qi, di])
-    if not qs:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.uint8)
-    return _sort_pairs(
-        np.concatenate(qs).astype(np.int64),
-        np.concatenate(ds).astype(np.int64),
-        np.concatenate(dists).astype(np.uint8),
-    )
+    return _sorted_pairs(qs, ds, dists)
 
 
 @lru_cache(maxsize=64)
@@ -170,10 +170,4 @@ class MultiIndex:
                 qs.append(cq[keep] + start)
                 ds.append(order[pos[keep]])
                 dists.append(dist[keep])
-        if not qs:
-            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.uint8)
-        return _sort_pairs(
-            np.concatenate(qs).astype(np.int64),
-            np.concatenate(ds).astype(np.int64),
-            np.concatenate(dists).astype(np.uint8),
-        )
+        return _sorted_pairs(qs, ds, dists)

@@ -13,14 +13,13 @@ from dataclasses import dataclass
 from PIL import Image, ImageOps
 
 from .phash import phash_array
+from .rejects import RowReject
 
 RESIZE_MODES = ("shorter", "keep")
 
 
-class ImageReject(Exception):
-    def __init__(self, reason: str, detail: str = ""):
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason, self.detail = reason, detail
+class ImageReject(RowReject):
+    """A row rejected while decoding or validating its image."""
 
 
 @dataclass(frozen=True)

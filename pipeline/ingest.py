@@ -525,18 +525,18 @@ def ingest(
         rows["orig_key"].to_pylist(),
         rows["extra"].to_pylist(),
     )
-    metas = []
+    urls, paths = rows["url"].to_pylist(), rows["path"].to_pylist()
+    metas, labels = [], []
     for i in live_idx:
+        labels.append(sorted(index_of[w] for w in wnids[i]))
         meta = {
             "key": keys[i],
-            "labels": sorted(index_of[w] for w in wnids[i]),
+            "labels": labels[-1],
             "wnids": sorted(wnids[i]),
             "k": len(wnids[i]),
             "weight": weights[i],
             "tags": tags[i],
-            "source": rows["url"][i].as_py()
-            or rows["path"][i].as_py()
-            or f"inline:{sources[i]}:{rownums[i]}",
+            "source": urls[i] or paths[i] or f"inline:{sources[i]}:{rownums[i]}",
         }
         if orig_keys[i]:
             meta["orig_key"] = orig_keys[i]
@@ -549,9 +549,7 @@ def ingest(
     work = (
         work.append_column("bucket", pa.array([buckets[i] for i in live_idx], pa.int32()))
         .append_column("weight", pa.array([weights[i] for i in live_idx], pa.float64()))
-        .append_column(
-            "labels", pa.array([json.loads(m)["labels"] for m in metas], pa.list_(pa.int32()))
-        )
+        .append_column("labels", pa.array(labels, pa.list_(pa.int32())))
         .append_column("meta", pa.array(metas, pa.string()))
     )
     parts_dir = out / "_work" / "parts"

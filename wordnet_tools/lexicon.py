@@ -92,10 +92,6 @@ class Lexicon:
         form = normalise_tag(tag)
         return form is not None and form in self._all_forms
 
-    def lookup_form(self, form: str) -> str | None:
-        """Resolve an already-normalised form."""
-        return self._form_to_wnid.get(form)
-
     def canonical(self, tag: object) -> str | None:
         """The tag's synset id in this vocabulary, or None. Never raises on any input."""
         try:
