@@ -9,6 +9,8 @@ a watchdog that shuts the sockets (so a server dripping bytes cannot hold a row)
 from __future__ import annotations
 
 import http.client
+import os
+import posixpath
 import socket
 import threading
 import time
@@ -38,6 +40,32 @@ class FetchConfig:
     backoff: float = 0.5  # first retry waits this long, then doubles
     max_bytes: int = 32 << 20
     threads: int = 16
+    path_root: str | None = None  # when set, `path` rows must name files inside it
+
+
+def resolve_path(path: str, root: str | None) -> str:
+    """The file a manifest `path` names, confined to `root` when one is set.
+
+    With a root, a manifest can only name files under it: absolute paths, other URLs, `..`
+    escapes and (locally) symlinks pointing out are `path_outside_root`, so a hostile manifest
+    cannot pull arbitrary files of the ingest machine into the shards.
+    """
+    if root is None:
+        return path
+    if "\x00" in path:
+        raise FetchError("bad_path", "path contains a NUL byte")
+    if "://" in path or path.startswith(("/", "\\")) or os.path.isabs(path):
+        raise FetchError("path_outside_root", f"{path[:200]} is absolute; paths are under the root")
+    if "://" in root:
+        norm = posixpath.normpath(path)
+        if norm == ".." or norm.startswith("../"):
+            raise FetchError("path_outside_root", f"{path[:200]} leaves {root}")
+        return f"{root.rstrip('/')}/{norm}"
+    base = os.path.realpath(root)
+    full = os.path.realpath(os.path.join(base, path))
+    if os.path.commonpath([base, full]) != base:
+        raise FetchError("path_outside_root", f"{path[:200]} leaves {root}")
+    return full
 
 
 class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
@@ -232,7 +260,7 @@ def fetch_one(
         if url:
             return fetch_url(url, config)
         if path:
-            return fetch_path(path, config)
+            return fetch_path(resolve_path(path, config.path_root), config)
         raise FetchError("no_image", "row has no url, path or image bytes")
     except FetchError as exc:
         return exc

@@ -37,6 +37,13 @@ ROWS_SCHEMA = pa.schema(
 
 
 ERROR_FIELD = "__weakly_row_error__"
+# Per-row bounds on tags. Real posts carry tens of tags, each a word or two; a row past these
+# is rejected (`bad_tags`) rather than carried into pass 2, the sample json and every shard.
+MAX_TAGS_PER_ROW = 10_000
+MAX_TAG_CHARS = 1024
+# Python's csv module refuses fields over 128 kB by raising for the whole file; one oversized
+# field must cost one row, so the limit is lifted and the tag caps above decide.
+MAX_CSV_FIELD = 1 << 30
 
 
 class ManifestError(ValueError):
@@ -101,8 +108,12 @@ def _as_tags(value: object) -> tuple[list[str] | None, str | None]:
         except UnicodeDecodeError:
             return None, "tags are not valid UTF-8"
     if isinstance(value, str):
-        return [t for t in value.replace(",", " ").split() if t], None
+        if len(value) > MAX_TAGS_PER_ROW * (MAX_TAG_CHARS + 1):
+            return None, f"tags field of {len(value)} characters"
+        return _bounded([t for t in value.replace(",", " ").split() if t])
     if isinstance(value, list | tuple):
+        if len(value) > MAX_TAGS_PER_ROW:
+            return None, f"{len(value)} tags; at most {MAX_TAGS_PER_ROW}"
         tags = []
         for item in value:
             if isinstance(item, bytes):
@@ -115,8 +126,17 @@ def _as_tags(value: object) -> tuple[list[str] | None, str | None]:
             if not isinstance(item, str):
                 return None, f"a tag is a {type(item).__name__}, not a string"
             tags.append(item)
-        return tags, None
+        return _bounded(tags)
     return None, f"tags are a {type(value).__name__}, not a list or string"
+
+
+def _bounded(tags: list[str]) -> tuple[list[str] | None, str | None]:
+    if len(tags) > MAX_TAGS_PER_ROW:
+        return None, f"{len(tags)} tags; at most {MAX_TAGS_PER_ROW}"
+    longest = max((len(t) for t in tags), default=0)
+    if longest > MAX_TAG_CHARS:
+        return None, f"a tag of {longest} characters; at most {MAX_TAG_CHARS}"
+    return tags, None
 
 
 def _records_to_table(source: str, records: list[dict], columns: Columns) -> pa.Table:
@@ -151,9 +171,15 @@ def _str_or_none(value: object) -> str | None:
     return str(value) if not isinstance(value, bytes) else value.decode("utf-8", "replace")
 
 
-def _read_jsonl(url: str, text: str) -> list[dict]:
+def _read_jsonl(url: str, data: bytes) -> list[dict]:
+    """One record per line; a line that is not UTF-8 or not JSON is one bad row, not a bad file."""
     records = []
-    for number, line in enumerate(text.splitlines(), 1):
+    for number, raw in enumerate(data.split(b"\n"), 1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            records.append({ERROR_FIELD: f"bad_row: {url}: line {number}: not valid UTF-8"})
+            continue
         if not line.strip():
             continue
         try:
@@ -167,6 +193,7 @@ def _read_jsonl(url: str, text: str) -> list[dict]:
 
 
 def _read_delimited(url: str, text: str, delimiter: str) -> list[dict]:
+    csv.field_size_limit(max(csv.field_size_limit(), MAX_CSV_FIELD))
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     try:
         header = next(reader)
@@ -201,13 +228,13 @@ def read_manifest(url: str, columns: Columns = Columns()) -> pa.Table:
         except (pa.ArrowInvalid, OSError) as exc:
             raise ManifestError(f"{url}: not a readable parquet file ({exc})") from None
         return _records_to_table(url, records, columns)
+    if name.endswith((".jsonl", ".ndjson", ".json")):
+        return _records_to_table(url, _read_jsonl(url, data), columns)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise ManifestError(f"{url}: line {line}: not valid UTF-8") from None
-    if name.endswith((".jsonl", ".ndjson", ".json")):
-        return _records_to_table(url, _read_jsonl(url, text), columns)
     if name.endswith((".csv", ".tsv")):
         delimiter = "\t" if name.endswith(".tsv") else ","
         return _records_to_table(url, _read_delimited(url, text, delimiter), columns)
