@@ -36,7 +36,7 @@ from .images import ImageConfig, ImageReject, prepare_image
 from .keys import row_key, sanitise_key
 from .manifest import ROWS_SCHEMA, Columns, ManifestError, list_manifest_files, read_manifest
 from .phash import HASH_VERSION, to_hex
-from .shards import ShardSample, is_committed, stats_path, write_shard
+from .shards import ShardSample, WriteFailed, atomic_write, is_committed, stats_path, write_shard
 from .weights import WeightConfig, image_weight, synset_weights, weight_bucket
 
 FORMAT_VERSION = 1
@@ -342,11 +342,7 @@ def bucket_part(part_path: Path, bucket: int) -> Path:
 
 
 def _atomic_parquet(table: pa.Table, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp)
-    with open(tmp, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, lambda handle: pq.write_table(table, handle))
 
 
 # -- shards ---------------------------------------------------------------------------------
@@ -449,7 +445,12 @@ def _wait_all(ray, refs: list, desc: str, enabled: bool) -> list:
         done, pending = ray.wait(pending, num_returns=1)
         bar.update(len(done))
     bar.close()
-    return ray.get(refs)
+    try:
+        return ray.get(refs)
+    except ray.exceptions.RayTaskError as exc:
+        if isinstance(exc.cause, WriteFailed):  # one clear line, not a remote traceback
+            raise WriteFailed(str(exc.cause)) from None
+        raise
 
 
 def _load_lexicon(config: IngestConfig):

@@ -18,9 +18,13 @@ def _drip(conn: socket.socket, data: bytes, every: float) -> None:
         time.sleep(every)
 
 
-def _respond(conn: socket.socket, path: str, port: int) -> None:
+def _respond(conn: socket.socket, path: str, files: dict[str, bytes]) -> None:
     ok = b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\n"
-    if path == "/good":
+    if path.startswith("/slow-file/") and path[11:] in files:  # a slow but honest source
+        time.sleep(0.2)
+        body = files[path[11:]]
+        conn.sendall(ok + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    elif path == "/good":
         conn.sendall(ok + b"Content-Length: %d\r\n\r\n" % len(GOOD) + GOOD)
     elif path == "/drip-headers":  # slowloris: one header byte every 0.2 s, forever
         _drip(conn, b"HTTP/1.1 200 OK\r\n" + b"X-Pad: " + b"a" * 10_000, 0.2)
@@ -57,7 +61,8 @@ def _respond(conn: socket.socket, path: str, port: int) -> None:
 class HostileServer:
     """Serves each connection on its own daemon thread; `close` stops accepting."""
 
-    def __init__(self) -> None:
+    def __init__(self, files: dict[str, bytes] | None = None) -> None:
+        self.files = files or {}
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
@@ -83,7 +88,7 @@ class HostileServer:
                     return
                 request += block
             path = request.split(b" ", 2)[1].decode()
-            _respond(conn, path, self.port)
+            _respond(conn, path, self.files)
         except OSError:
             pass
         finally:
