@@ -341,6 +341,12 @@ def bucket_part(part_path: Path, bucket: int) -> Path:
     return part_path.with_name(f"{part_path.stem}-b{bucket:02d}.parquet")
 
 
+def _chunk(table: pa.Table, offset: int, n: int) -> pa.Table:
+    """Rows [offset, offset + n) as a table of their own. A `slice` would share the whole table's
+    buffers, and pickling it (Ray's task arguments) ships every row to every chunk task."""
+    return table.take(pa.array(np.arange(offset, min(offset + n, table.num_rows)), pa.int64()))
+
+
 def _atomic_parquet(table: pa.Table, path: Path) -> None:
     atomic_write(path, lambda handle: pq.write_table(table, handle))
 
@@ -353,28 +359,22 @@ def shard_name(bucket: int, n: int) -> str:
 
 
 def write_bucket(bucket: int, part_paths: list[str], shard_dir: str, shard_size: int) -> list[dict]:
-    """Write every shard of one weight bucket (skipping committed ones); return their stats."""
-    files = [bucket_part(Path(p), bucket) for p in part_paths]
-    tables = [pq.read_table(f) for f in files if f.exists()]
-    table = pa.concat_tables(tables) if tables else pa.table({c: [] for c in BUCKET_COLUMNS})
-    table = table.sort_by("key")
-    stats = []
-    for n, start in enumerate(range(0, table.num_rows, shard_size)):
-        piece = table.slice(start, shard_size)
-        path = Path(shard_dir) / shard_name(bucket, n)
-        weights = piece["weight"].to_numpy()
+    """Write every shard of one weight bucket (skipping committed ones); return their stats.
+
+    Parts are read one at a time in part order and shards cut as rows arrive, so a worker holds
+    at most one shard and one part, however large the bucket (BENCHMARKS.md, load). Each shard
+    is sorted by key inside; `_write_index` assigns shards in this same order.
+    """
+    stats: list[dict] = []
+    pending: list[tuple] = []
+
+    def flush(rows: list[tuple]) -> None:
+        path = Path(shard_dir) / shard_name(bucket, len(stats))
         if is_committed(path):
             stats.append(json.loads(stats_path(path).read_text()))
-            continue
-        samples = [
-            ShardSample(k, j, json.loads(m))
-            for k, j, m in zip(
-                piece["key"].to_pylist(),
-                piece["jpeg"].to_pylist(),
-                piece["meta"].to_pylist(),
-                strict=True,
-            )
-        ]
+            return
+        weights = np.array([w for _, w, _, _ in rows], dtype=np.float64)
+        samples = [ShardSample(k, j, json.loads(m)) for k, _, m, j in rows]
         extra = {
             "split": SPLIT,
             "bucket": bucket,
@@ -382,6 +382,19 @@ def write_bucket(bucket: int, part_paths: list[str], shard_dir: str, shard_size:
             "weight_max": float(weights.max()),
         }
         stats.append(write_shard(path, samples, extra))
+
+    for part in part_paths:
+        file = bucket_part(Path(part), bucket)
+        if not file.exists():
+            continue
+        t = pq.read_table(file, columns=BUCKET_COLUMNS)
+        pending += zip(*(t[c].to_pylist() for c in BUCKET_COLUMNS), strict=True)
+        del t
+        while len(pending) >= shard_size:
+            flush(pending[:shard_size])
+            pending = pending[shard_size:]
+    if pending:
+        flush(pending)
     return stats
 
 
@@ -563,7 +576,7 @@ def ingest(
         if not path.exists():
             refs.append(
                 chunk_task.remote(
-                    work.slice(offset, config.chunk_rows), config, index_ref, str(path)
+                    _chunk(work, offset, config.chunk_rows), config, index_ref, str(path)
                 )
             )
     _wait_all(ray, refs, "pass 2", options.progress)
@@ -634,7 +647,7 @@ def _write_index(
         else None
     )
     if parts is not None:
-        ok = parts.filter(pc.is_null(parts["reject"])).sort_by("key")
+        ok = parts.filter(pc.is_null(parts["reject"]))  # part order: how write_bucket cuts
         positions: Counter = Counter()
         for key, bucket, weight, labels, phash in zip(
             ok["key"].to_pylist(), ok["bucket"].to_pylist(), ok["weight"].to_pylist(),
@@ -669,7 +682,7 @@ def _write_index(
                 [("key", pa.string()), ("split", pa.string()), ("shard", pa.string()),
                  ("labels", pa.list_(pa.int32())), ("weight", pa.float64()), ("phash", pa.uint64())]
             ),
-        ),
+        ).sort_by("key"),
         index / "samples.parquet",
     )  # fmt: skip
     pq.write_table(
