@@ -5,7 +5,8 @@ Flow (one direction):
   driver: duplicate keys, vocabulary, label noise, counts f(s), weights and weight buckets;
   pass 2, one Ray task per chunk of rows: fetch, decode once, validate, hash, drop eval
     near-copies, resize, encode; each chunk commits one parquet part (atomic rename);
-  shards, one Ray task per weight bucket: sort the bucket's samples by key, cut into shards,
+  shards, one Ray task per weight bucket: read its rows part by part, cut shards as they come
+    (each sorted by key inside),
     write each tar atomically with its stats file last;
   driver: index parquet files, report, and `dataset.json` last.
 
