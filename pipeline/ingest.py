@@ -6,8 +6,7 @@ Flow (one direction):
   pass 2, one Ray task per chunk of rows: fetch, decode once, validate, hash, drop eval
     near-copies, resize, encode; each chunk commits one parquet part (atomic rename);
   shards, one Ray task per weight bucket: read its rows part by part, cut shards as they come
-    (each sorted by key inside),
-    write each tar atomically with its stats file last;
+    (each sorted by key inside), write each tar atomically with its stats file last;
   driver: index parquet files, report, and `dataset.json` last.
 
 Why chunks of rows as Ray tasks rather than one Ray Data pipeline: each chunk's output is a
