@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -156,11 +157,17 @@ def _check_nothing_half_written(shards: Path) -> int:
     return committed
 
 
-def test_full_disk_while_writing_shards(images, tmp_path, lexicon_dir, ray_local, capsys):
+@pytest.fixture(scope="module")
+def clean_run(images, tmp_path_factory, lexicon_dir, ray_local):
     config = IngestConfig(lexicon_dir=str(lexicon_dir), shard_size=6, chunk_rows=8)
+    clean = tmp_path_factory.mktemp("clean") / "out"
+    ingest([str(images / "manifest.parquet")], clean, config, RunOptions(progress=False))
+    return config, clean
+
+
+def test_full_disk_while_writing_shards(images, tmp_path, lexicon_dir, clean_run, capsys):
+    config, clean = clean_run
     manifest = str(images / "manifest.parquet")
-    clean = tmp_path / "clean"
-    ingest([manifest], clean, config, RunOptions(progress=False))
     shard_bytes = sorted(p.stat().st_size for p in (clean / "shards").glob("*.tar"))
     out = tmp_path / "out"
     _prepare_out(out, config, RunOptions())
@@ -209,10 +216,9 @@ def test_write_error_inside_write_shard_leaves_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_readers_ignore_tmp_and_uncommitted_shards(images, tmp_path, lexicon_dir, ray_local):
+def test_readers_ignore_tmp_and_uncommitted_shards(clean_run, tmp_path):
     out = tmp_path / "out"
-    config = IngestConfig(lexicon_dir=str(lexicon_dir), shard_size=25, chunk_rows=16)
-    ingest([str(images / "manifest.parquet")], out, config, RunOptions(progress=False))
+    shutil.copytree(clean_run[1], out)
     shards = out / "shards"
     real = sorted(shards.glob("*.tar"))
     (shards / "train-00-000099.tar").write_bytes(real[0].read_bytes())  # no commit marker

@@ -108,6 +108,11 @@ def test_sigkill_mid_step_and_mid_checkpoint_write(data_dir, reference, tmp_path
         assert step == int(torn[0][5:14]) - 1, seen
     else:  # killed writing its marker: that checkpoint is not committed yet either
         assert int(torn[0][5:14]) - 1 <= step <= int(torn[0][5:14]), seen
+    # 3: then the newest good checkpoint rots on disk: resume falls back one more step
+    newest = latest_checkpoint(out)
+    if newest.name != "last.pt":
+        newest.write_bytes(_flip(newest.read_bytes()))
+        assert load_checkpoint(latest_checkpoint(out))["step"] < step
     _run(data_dir, out, "--resume", "auto")
     _same_weights(reference, out)
 
@@ -146,17 +151,6 @@ def test_torn_and_corrupted_checkpoints_fall_back_to_the_previous(reference, tmp
     last = out / "checkpoints" / "last.pt"
     last.write_bytes(_flip(last.read_bytes()))
     assert latest_checkpoint(out) is None
-
-
-def test_resume_after_corruption_ends_bit_identical(data_dir, reference, tmp_path):
-    out = _torn_copy(reference, tmp_path, "resume")
-    for step in (STEPS, STEPS - 1):  # the two newest are damaged; step 10 is the last good
-        path = out / "checkpoints" / f"ckpt-{step:09d}.pt"
-        path.write_bytes(_flip(path.read_bytes()))
-    (out / "checkpoints" / "last.pt").unlink()
-    assert load_checkpoint(latest_checkpoint(out))["step"] == STEPS - 2
-    _run(data_dir, out, "--resume", "auto")
-    _same_weights(reference, out)
 
 
 def _flip(data: bytes) -> bytes:
