@@ -2,12 +2,13 @@
 
 Rows are metadata-light: each names one of 64 small real JPEGs (96 px, from the bundled photos)
 by path, with 1-3 hashtags, so the run measures the job's own bookkeeping, not image decoding.
+The manifest is a folder of parquet files of `--rows-per-file` rows (20k by default).
 A baseline run of `--base` rows and the full run of `--n` rows go through `ingest()` in this
 process on one local Ray with `num_cpus=2`; a sampler thread reads VmHWM (peak RSS) of every
 Ray worker below this process. Prints, per run: rows/s, the largest worker peak RSS, the driver's
 peak RSS, and the ratios full/baseline. Bounded memory per worker means a ratio near 1.
 
-    python benchmarks/load_ingest.py [--n 200000] [--base 20000]
+    python benchmarks/load_ingest.py [--n 200000] [--base 20000] [--rows-per-file 20000]
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ TAGS = ["#tabby", "#goldenretriever", "#espresso", "#goose", "#samoyed", "#brown
         "#pizza", "#volcano", "#sunflower", "#lighthouse", "#instagood", "#love"]  # fmt: skip
 
 
-def write_inputs(folder: Path, n: int) -> Path:
+def write_inputs(folder: Path, n: int, per_file: int) -> Path:
+    """A folder of parquet manifests of `per_file` rows each (manifests come in parts; one
+    pass-1 task reads one file, so the file size, not the row count, sets its memory)."""
     photos = [img for _, img in bundled_photos()]
     paths = []
     for i in range(64):
@@ -47,21 +50,23 @@ def write_inputs(folder: Path, n: int) -> Path:
         path = folder / f"img{i:02d}.jpg"
         path.write_bytes(buf.getvalue())
         paths.append(str(path))
-    manifest = folder / f"rows-{n}.parquet"
-    pq.write_table(
-        pa.table(
-            {
-                "key": [f"r{i:07d}" for i in range(n)],
-                "path": [paths[i % 64] for i in range(n)],
-                "tags": [
-                    [TAGS[(i * 7 + j) % len(TAGS)] for j in range(1 + i % 3)] for i in range(n)
-                ],
-            }
-        ),
-        manifest,
-        row_group_size=50_000,
-    )
-    return manifest
+    manifests = folder / f"rows-{n}"
+    manifests.mkdir()
+    for start in range(0, n, per_file):
+        rows = range(start, min(n, start + per_file))
+        pq.write_table(
+            pa.table(
+                {
+                    "key": [f"r{i:07d}" for i in rows],
+                    "path": [paths[i % 64] for i in rows],
+                    "tags": [
+                        [TAGS[(i * 7 + j) % len(TAGS)] for j in range(1 + i % 3)] for i in rows
+                    ],
+                }
+            ),
+            manifests / f"part-{start // per_file:05d}.parquet",
+        )
+    return manifests
 
 
 class WorkerPeaks:
@@ -106,6 +111,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=200_000)
     ap.add_argument("--base", type=int, default=20_000)
+    ap.add_argument("--rows-per-file", type=int, default=20_000)
     ap.add_argument("--lexicon-dir", help="compiled lexicon (default: the cached one)")
     args = ap.parse_args()
     import ray
@@ -115,7 +121,7 @@ def main() -> int:
         folder = Path(tmp)
         results = {}
         for label, n in (("baseline", args.base), ("full", args.n)):
-            manifest = write_inputs(folder, n)
+            manifest = write_inputs(folder, n, args.rows_per_file)
             results[label] = run(manifest, folder / f"out-{n}", args.lexicon_dir)
             rate, tasks, driver = results[label]
             print(f"{label:<9}{n:>9,} rows  {rate:>8,.0f} rows/s  driver peak RSS "
