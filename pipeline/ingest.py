@@ -17,7 +17,6 @@ scheduling, so two runs give identical bytes.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -33,11 +32,11 @@ import pyarrow.parquet as pq
 
 from .fetch import FetchConfig, FetchError, fetch_iter
 from .images import ImageConfig, ImageReject, prepare_image
-from .keys import row_key, sanitise_key
-from .manifest import ROWS_SCHEMA, Columns, ManifestError, list_manifest_files, read_manifest
+from .manifest import ROWS_SCHEMA, Columns, list_manifest_files
+from .pass1 import LabelPlan, canonicalise_rows, pass1_file, plan_labels
 from .phash import HASH_VERSION, to_hex
 from .shards import ShardSample, is_committed, stats_path, write_shard
-from .weights import WeightConfig, image_weight, synset_weights, weight_bucket
+from .weights import WeightConfig
 
 FORMAT_VERSION = 1
 SPLIT = "train"
@@ -83,173 +82,6 @@ class RunOptions:
 
 
 # -- pass 1 ---------------------------------------------------------------------------------
-
-
-def canonicalise_rows(table: pa.Table, lexicon) -> pa.Table:
-    """Add `key` (sanitised, stable), `orig_key`, `wnids` and a pass-1 `reject` reason."""
-    keys, orig_keys, wnids, rejects = [], [], [], []
-    for row in table.select(["key", "url", "path", "image", "tags", "row_error"]).to_pylist():
-        if row["key"]:
-            raw_key = row["key"]
-        elif row["row_error"]:
-            raw_key = None  # an unparsable row has nothing to key on
-        else:
-            raw_key = row_key(row["url"], row["path"], row["image"], row["tags"])
-        key = sanitise_key(raw_key) if raw_key is not None else None
-        keys.append(key)
-        orig_keys.append(raw_key if key != raw_key else None)
-        labels: list[str] = []
-        if row["row_error"]:
-            reason = row["row_error"]
-        elif not row["tags"]:
-            reason = "no_tags: the tags field is empty or null"
-        elif not (row["url"] or row["path"] or row["image"] is not None):
-            reason = "no_image: row has no url, path or image bytes"
-        else:
-            labels = sorted({w for w in lexicon.canonical_many(row["tags"]) if w is not None})
-            if labels:
-                reason = None
-            elif any(lexicon.in_wordnet(t) for t in row["tags"]):
-                reason = f"out_of_vocabulary: {_brief(row['tags'])}"
-            else:
-                reason = f"no_known_tags: {_brief(row['tags'])}"
-        wnids.append(labels)
-        rejects.append(reason)
-    return (
-        table.drop_columns(["key"])
-        .append_column("key", pa.array(keys, pa.string()))
-        .append_column("orig_key", pa.array(orig_keys, pa.string()))
-        .append_column("wnids", pa.array(wnids, pa.list_(pa.string())))
-        .append_column("reject", pa.array(rejects, pa.string()))
-    )
-
-
-def _brief(tags: list[str], limit: int = 200) -> str:
-    text = " ".join(tags)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def pass1_file(url: str, columns: Columns, lexicon) -> pa.Table:
-    """Pass 1 for one manifest file. A file that cannot be read at all becomes one rejected
-    row (`row` = -1) naming the file and what is wrong, and the job goes on."""
-    try:
-        table = read_manifest(url, columns)
-    except ManifestError as exc:
-        table = pa.table({"source": [url], "row": [-1], "row_error": [f"bad_manifest: {exc}"]})
-        table = pa.table(
-            {
-                f.name: table[f.name] if f.name in table.column_names else pa.nulls(1, f.type)
-                for f in ROWS_SCHEMA
-            },
-            schema=ROWS_SCHEMA,
-        )
-    return canonicalise_rows(table, lexicon)
-
-
-def duplicate_of(keys: list[str | None]) -> list[int | None]:
-    """For each row, the index of the earlier row with the same key (None if first or keyless)."""
-    first: dict[str, int] = {}
-    out: list[int | None] = []
-    for i, key in enumerate(keys):
-        out.append(first.get(key) if key is not None else None)
-        if key is not None:
-            first.setdefault(key, i)
-    return out
-
-
-def apply_label_noise(
-    wnids: list[list[str]], keys: list[str], counts: Counter, p: float, seed: int
-) -> list[list[str]]:
-    """Replace each label with probability p by one drawn from the label marginal.
-
-    Seeded per key, so the noise does not depend on row order or chunking (Mahajan et al.'s
-    ablation draws replacements from the hashtag distribution).
-    """
-    if p <= 0:
-        return wnids
-    vocab = sorted(counts)
-    probs = np.array([counts[w] for w in vocab], dtype=np.float64)
-    cdf = np.cumsum(probs / probs.sum())
-    out = []
-    for key, labels in zip(keys, wnids, strict=True):
-        rng = np.random.default_rng(
-            int.from_bytes(hashlib.sha1(f"{seed}:{key}".encode()).digest()[:8])
-        )
-        noisy = set()
-        for label in labels:
-            if rng.random() < p:
-                noisy.add(
-                    vocab[
-                        min(int(np.searchsorted(cdf, rng.random(), side="right")), len(vocab) - 1)
-                    ]
-                )
-            else:
-                noisy.add(label)
-        out.append(sorted(noisy))
-    return out
-
-
-@dataclass
-class LabelPlan:
-    """The driver's pass-1 decisions for every input row, in input order."""
-
-    keys: list[str | None]
-    rejects: list[str | None]  # "reason: detail", or None for rows that go on to pass 2
-    wnids: list[list[str]]
-    vocabulary: tuple[str, ...]
-    counts: Counter  # f(s): images per synset among rows that go on
-    weights: list[float]
-    buckets: list[int]
-
-
-def plan_labels(rows: pa.Table, config: IngestConfig, lexicon) -> LabelPlan:
-    """Duplicate keys, vocabulary, label noise, counts, weights and buckets (a pure function)."""
-    from wordnet_tools import top_k_vocabulary
-
-    keys = rows["key"].to_pylist()
-    sources, row_numbers = rows["source"].to_pylist(), rows["row"].to_pylist()
-    rejects = [
-        f"duplicate_key: first at {sources[d]} row {row_numbers[d]}"
-        if d is not None and r is None
-        else r
-        for r, d in zip(rows["reject"].to_pylist(), duplicate_of(keys), strict=True)
-    ]
-    wnids = rows["wnids"].to_pylist()
-    if config.vocab in ("in1k", "nouns"):
-        vocabulary = tuple(sorted(lexicon.vocabulary))
-    else:
-        seen = Counter(
-            w for labels, r in zip(wnids, rejects, strict=True) if r is None for w in labels
-        )
-        vocabulary = top_k_vocabulary(seen, int(config.vocab.split(":", 1)[1]))
-    in_vocab = set(vocabulary)
-    wnids = [[w for w in labels if w in in_vocab] for labels in wnids]
-    rejects = [
-        f"out_of_vocabulary: no tag's synset is in {config.vocab}"
-        if r is None and not labels
-        else r
-        for r, labels in zip(rejects, wnids, strict=True)
-    ]
-    live = [i for i, r in enumerate(rejects) if r is None]
-    counts = Counter(w for i in live for w in wnids[i])
-    if config.label_noise > 0:
-        noisy = apply_label_noise(
-            [wnids[i] for i in live],
-            [keys[i] for i in live],
-            counts,
-            config.label_noise,
-            config.seed,
-        )
-        for i, labels in zip(live, noisy, strict=True):
-            wnids[i] = labels
-        counts = Counter(w for i in live for w in wnids[i])
-    per_synset = synset_weights(counts, config.weighting)
-    weights = [0.0] * len(keys)
-    for i in live:
-        weights[i] = image_weight(wnids[i], per_synset, counts, config.weighting)
-    max_weight = max((weights[i] for i in live), default=1.0)
-    buckets = [weight_bucket(w, max_weight) if w > 0 else -1 for w in weights]
-    return LabelPlan(keys, rejects, wnids, vocabulary, counts, weights, buckets)
 
 
 # -- pass 2 ---------------------------------------------------------------------------------
