@@ -19,6 +19,7 @@ import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 MANIFEST_SUFFIXES = (".parquet", ".jsonl", ".json", ".ndjson", ".csv", ".tsv")
@@ -277,6 +278,19 @@ def _read_delimited(url: str, text: str, delimiter: str) -> list[dict]:
     return records
 
 
+def _columnar_jsonl(url: str, data: bytes, columns: Columns) -> pa.Table | None:
+    """A clean JSON-lines file parsed by Arrow; None when anything is unusual (a bad line,
+    mixed types, NaN, carried-through columns whose absence per line must be kept), so the
+    line-by-line reader, which names bad lines, decides instead."""
+    if columns.extra:
+        return None
+    try:
+        table = pajson.read_json(io.BytesIO(data))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    return _columnar_to_rows(url, table, columns)
+
+
 def read_manifest(url: str, columns: Columns = Columns()) -> pa.Table:
     """One manifest file as rows in `ROWS_SCHEMA`, in file order."""
     name = _strip_compression(url.lower())
@@ -295,7 +309,8 @@ def read_manifest(url: str, columns: Columns = Columns()) -> pa.Table:
         line = data[: exc.start].count(b"\n") + 1
         raise ManifestError(f"{url}: line {line}: not valid UTF-8") from None
     if name.endswith((".jsonl", ".ndjson", ".json")):
-        return _records_to_table(url, _read_jsonl(url, text), columns)
+        fast = _columnar_jsonl(url, data, columns)
+        return fast if fast is not None else _records_to_table(url, _read_jsonl(url, text), columns)
     if name.endswith((".csv", ".tsv")):
         delimiter = "\t" if name.endswith(".tsv") else ","
         return _records_to_table(url, _read_delimited(url, text, delimiter), columns)

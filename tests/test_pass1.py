@@ -224,3 +224,24 @@ def test_row_keys_equal_row_key_and_separate_different_rows(rows):
     by_key = {}
     for key, row in zip(keys, rows, strict=True):
         assert by_key.setdefault(key, row) == row, "two different rows got one key"
+
+
+@pytest.mark.parametrize(
+    "lines, columnar",
+    [
+        (['{"url": "a", "tags": ["#x", null, "#y"], "key": 7}', "", '{"url": "b", "tags": []}'], 1),
+        (['{"path": "p", "tags": "#a,#b c"}', '{"url": "u", "tags": "d"}'], 1),
+        (['{"url": "a", "tags": ["#x"]}', '{"url": "b", "tags": "#y"}'], 0),  # mixed types
+        (['{"url": NaN, "tags": ["#x"]}', "not json", "[1]"], 0),  # bad lines
+    ],
+)
+def test_jsonl_fast_path_equals_line_reader(tmp_path, lines, columnar):
+    from pipeline.manifest import _columnar_jsonl, _read_jsonl
+
+    path = tmp_path / "m.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    fast = read_manifest(str(path))
+    slow = _records_to_table(str(path), _read_jsonl(str(path), path.read_text()), Columns())
+    assert fast.equals(slow)
+    taken = _columnar_jsonl(str(path), path.read_bytes(), Columns()) is not None
+    assert taken == bool(columnar)
