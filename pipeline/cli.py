@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from train import cli as train_cli
-from train import eval_cli, export
+from train import eval_cli, export, probe
 from wordnet_tools import WordNetNotFound
 from wordnet_tools import cli as lexicon_cli
 
@@ -30,6 +30,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     train_cli.add_command(subparsers)
     eval_cli.add_command(subparsers)
     export.add_command(subparsers)
+    probe.add_command(subparsers)
     return parser
 
 
