@@ -36,10 +36,10 @@ from .manifest import ROWS_SCHEMA, Columns, list_manifest_files
 from .pass1 import LabelPlan, canonicalise_rows, pass1_file, plan_labels
 from .phash import HASH_VERSION, to_hex
 from .shards import ShardSample, is_committed, stats_path, write_shard
+from .split import VAL, check_holdout, shard_name, split_of, splits_for
 from .weights import WeightConfig
 
 FORMAT_VERSION = 1
-SPLIT = "train"
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,7 @@ class IngestConfig:
     shard_size: int = 1000
     chunk_rows: int = 256
     label_noise: float = 0.0
+    holdout: float = 0.0  # fraction of keys written to `val` shards (pipeline/split.py)
     seed: int = 0
     eval_index: str | None = None
     radius: int | None = None  # None: the index's own radius
@@ -66,6 +67,7 @@ class IngestConfig:
             raise ValueError(f"--label-noise {self.label_noise}: use 0 <= P < 1")
         if self.chunk_rows < 1:
             raise ValueError("--chunk-rows must be >= 1")
+        check_holdout(self.holdout)
 
     def as_dict(self) -> dict:
         return json.loads(json.dumps(asdict(self)))
@@ -184,20 +186,29 @@ def _atomic_parquet(table: pa.Table, path: Path) -> None:
 # -- shards ---------------------------------------------------------------------------------
 
 
-def shard_name(bucket: int, n: int) -> str:
-    return f"{SPLIT}-{bucket:02d}-{n:06d}.tar"
-
-
-def write_bucket(bucket: int, part_paths: list[str], shard_dir: str, shard_size: int) -> list[dict]:
+def write_bucket(
+    bucket: int, part_paths: list[str], shard_dir: str, shard_size: int, holdout: float = 0.0
+) -> list[dict]:
     """Write every shard of one weight bucket (skipping committed ones); return their stats."""
     files = [bucket_part(Path(p), bucket) for p in part_paths]
     tables = [pq.read_table(f) for f in files if f.exists()]
     table = pa.concat_tables(tables) if tables else pa.table({c: [] for c in BUCKET_COLUMNS})
     table = table.sort_by("key")
+    of_key = [split_of(k, holdout) for k in table["key"].to_pylist()]
+    stats = []
+    for split in splits_for(holdout):
+        rows = table.filter(pa.array([s == split for s in of_key], pa.bool_()))
+        stats += _write_split(rows, split, bucket, shard_dir, shard_size)
+    return stats
+
+
+def _write_split(
+    table: pa.Table, split: str, bucket: int, shard_dir: str, shard_size: int
+) -> list[dict]:
     stats = []
     for n, start in enumerate(range(0, table.num_rows, shard_size)):
         piece = table.slice(start, shard_size)
-        path = Path(shard_dir) / shard_name(bucket, n)
+        path = Path(shard_dir) / shard_name(split, bucket, n)
         weights = piece["weight"].to_numpy()
         if is_committed(path):
             stats.append(json.loads(stats_path(path).read_text()))
@@ -212,7 +223,7 @@ def write_bucket(bucket: int, part_paths: list[str], shard_dir: str, shard_size:
             )
         ]
         extra = {
-            "split": SPLIT,
+            "split": split,
             "bucket": bucket,
             "weight_sum": float(weights.sum()),
             "weight_max": float(weights.max()),
@@ -404,7 +415,8 @@ def ingest(
     used = sorted({buckets[i] for i in live_idx})
     bucket_task = ray.remote(max_retries=3)(write_bucket)
     bucket_refs = [
-        bucket_task.remote(b, part_paths, str(shard_dir), config.shard_size) for b in used
+        bucket_task.remote(b, part_paths, str(shard_dir), config.shard_size, config.holdout)
+        for b in used
     ]
     shard_stats = [
         s for group in _wait_all(ray, bucket_refs, "shards", options.progress) for s in group
@@ -417,6 +429,23 @@ def ingest(
     summary.seconds = elapsed
     summary.images_per_second = summary.input_rows / elapsed if elapsed > 0 else 0.0
     return summary
+
+
+def _split_totals(shard_stats: list[dict], holdout: float) -> dict:
+    """dataset.json `splits`: every split this config writes, even one left empty."""
+    out = {}
+    for split in splits_for(holdout):
+        mine = [s for s in shard_stats if s["split"] == split]
+        n = sum(s["n"] for s in mine)
+        out[split] = {
+            "samples": n,
+            "shards": len(mine),
+            "weight_sum": float(sum(s["weight_sum"] for s in mine)),
+            "mean_shard_size": n / len(mine) if mine else 0.0,
+        }
+    if holdout > 0:
+        out[VAL]["holdout"] = holdout
+    return out
 
 
 def _write_index(
@@ -471,11 +500,12 @@ def _write_index(
             ok["key"].to_pylist(), ok["bucket"].to_pylist(), ok["weight"].to_pylist(),
             ok["labels"].to_pylist(), ok["phash"].to_pylist(), strict=True,
         ):  # fmt: skip
-            n = positions[bucket] // config.shard_size
-            positions[bucket] += 1
+            split = split_of(key, config.holdout)
+            n = positions[split, bucket] // config.shard_size
+            positions[split, bucket] += 1
             samples["key"].append(key)
-            samples["split"].append(SPLIT)
-            samples["shard"].append(f"shards/{shard_name(bucket, n)}")
+            samples["split"].append(split)
+            samples["shard"].append(f"shards/{shard_name(split, bucket, n)}")
             samples["labels"].append(labels)
             samples["weight"].append(weight)
             samples["phash"].append(phash)
@@ -552,7 +582,6 @@ def _write_index(
             f"row accounting broken: {input_rows} in, {written} written, {len(reject_rows['key'])} rejected"
         )
     n_shards = len(shard_stats)
-    total_weight = float(sum(s["weight_sum"] for s in shard_stats))
     dataset = {
         "format": "weakly-shards",
         "format_version": FORMAT_VERSION,
@@ -564,14 +593,7 @@ def _write_index(
             "counts": [counts.get(w, 0) for w in vocabulary],
         },
         "weighting": config.weighting.as_dict(),
-        "splits": {
-            SPLIT: {
-                "samples": written,
-                "shards": n_shards,
-                "weight_sum": total_weight,
-                "mean_shard_size": written / n_shards if n_shards else 0.0,
-            }
-        },
+        "splits": _split_totals(shard_stats, config.holdout),
         "totals": {
             "input_rows": input_rows,
             "written": written,
