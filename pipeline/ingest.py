@@ -106,6 +106,27 @@ PART_SCHEMA = pa.schema(
 )
 
 
+def sample_json(record: dict, prepared) -> str:
+    """The `{key}.json` member: labels, tags, weight and provenance (docs/FORMAT.md)."""
+    meta = {
+        "key": record["key"],
+        "labels": record["labels"],
+        "wnids": record["wnids"],
+        "k": len(record["wnids"]),
+        "weight": record["weight"],
+        "tags": record["tags"],
+        "source": record["url"] or record["path"] or f"inline:{record['source']}:{record['row']}",
+        "width": prepared.width,
+        "height": prepared.height,
+        "phash": to_hex(prepared.phash),
+    }
+    if record["orig_key"]:
+        meta["orig_key"] = record["orig_key"]
+    if record["extra"]:
+        meta["extra"] = json.loads(record["extra"])
+    return json.dumps(meta, sort_keys=True, ensure_ascii=False)
+
+
 def process_chunk(rows: pa.Table, config: IngestConfig, eval_index, part_path: str) -> dict:
     """Pass 2 for one chunk; writes `part_path` atomically and returns counts."""
     records = rows.to_pylist()
@@ -140,11 +161,7 @@ def process_chunk(rows: pa.Table, config: IngestConfig, eval_index, part_path: s
         if prepared is not None and i in matches:
             best = min(matches[i], key=lambda m: (m[2], m[0], m[1]))
             reject, detail = "eval_near_copy", f"{best[0]}/{best[1]} at distance {best[2]}"
-        meta = None
-        if reject is None:
-            meta = dict(json.loads(record["meta"]))
-            meta.update(width=prepared.width, height=prepared.height, phash=to_hex(prepared.phash))
-            meta = json.dumps(meta, sort_keys=True, ensure_ascii=False)
+        meta = sample_json(record, prepared) if reject is None else None
         out["key"].append(record["key"])
         out["source"].append(record["source"])
         out["row"].append(record["row"])
@@ -320,6 +337,11 @@ def _prepare_out(out: Path, config: IngestConfig, options: RunOptions) -> None:
     config_file.write_text(wanted)
 
 
+def _offsets(lists: pa.Array) -> pa.Array:
+    lengths = pc.fill_null(pc.list_value_length(lists), 0).to_numpy(zero_copy_only=False)
+    return pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
+
+
 def ingest(
     manifests: list[str],
     out: str | os.PathLike,
@@ -355,45 +377,27 @@ def ingest(
     for reason in rows.filter(pc.equal(rows["row"], -1))["reject"].to_pylist():
         print(f"weakly ingest: warning: {reason}")
     plan = plan_labels(rows, config, lexicon)
-    keys, rejects, wnids = plan.keys, plan.rejects, plan.wnids
+    rejects, wnids = plan.rejects, plan.wnids
     vocabulary, weights, buckets = plan.vocabulary, plan.weights, plan.buckets
     live = [r is None for r in rejects]
-    index_of = {w: i for i, w in enumerate(vocabulary)}
 
     # Pass 2: images, in fixed chunks of the live rows (file order, then row order).
     live_idx = np.flatnonzero(np.array(live, dtype=bool))
-    sources, rownums = rows["source"].to_pylist(), rows["row"].to_pylist()
-    tags, orig_keys, extras = (
-        rows["tags"].to_pylist(),
-        rows["orig_key"].to_pylist(),
-        rows["extra"].to_pylist(),
-    )
-    urls, paths = rows["url"].to_pylist(), rows["path"].to_pylist()
-    metas, labels = [], []
-    for i in live_idx:
-        labels.append(sorted(index_of[w] for w in wnids[i]))
-        meta = {
-            "key": keys[i],
-            "labels": labels[-1],
-            "wnids": sorted(wnids[i]),
-            "k": len(wnids[i]),
-            "weight": weights[i],
-            "tags": tags[i],
-            "source": urls[i] or paths[i] or f"inline:{sources[i]}:{rownums[i]}",
-        }
-        if orig_keys[i]:
-            meta["orig_key"] = orig_keys[i]
-        if extras[i]:
-            meta["extra"] = json.loads(extras[i])
-        metas.append(json.dumps(meta, sort_keys=True, ensure_ascii=False))
-    work = rows.take(pa.array(live_idx, pa.int64())).select(
-        ["source", "row", "key", "url", "path", "image"]
-    )
+    take = pa.array(live_idx, pa.int64())
+    live_wnids = pa.array(wnids, pa.list_(pa.string())).take(take)
+    label_codes = pc.index_in(pc.list_flatten(live_wnids), value_set=pa.array(vocabulary))
+    # The sample json is built in the pass-2 tasks from these columns, not here: at web scale
+    # a per-row loop in the driver would be the job's one serial step and its largest memory.
     work = (
-        work.append_column("bucket", pa.array([buckets[i] for i in live_idx], pa.int32()))
-        .append_column("weight", pa.array([weights[i] for i in live_idx], pa.float64()))
-        .append_column("labels", pa.array(labels, pa.list_(pa.int32())))
-        .append_column("meta", pa.array(metas, pa.string()))
+        rows.take(take)
+        .select(["source", "row", "key", "url", "path", "image", "tags", "orig_key", "extra"])
+        .append_column("bucket", pa.array(np.asarray(buckets)[live_idx], pa.int32()))
+        .append_column("weight", pa.array(np.asarray(weights)[live_idx], pa.float64()))
+        .append_column("wnids", live_wnids)
+        .append_column(
+            "labels",
+            pa.ListArray.from_arrays(_offsets(live_wnids), label_codes.cast(pa.int32())),
+        )
     )
     parts_dir = out / "_work" / "parts"
     part_paths, refs = [], []
