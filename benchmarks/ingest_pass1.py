@@ -66,7 +66,7 @@ def main() -> None:
         plan = plan_labels(rows, IngestConfig(vocab=args.vocab), lexicon)
         planning = time.perf_counter() - start
         peak = rss_mib()
-        live = sum(r is None for r in plan.rejects)
+        live = int(plan.live.sum())
         del rows, plan
         start = time.perf_counter()
         pq.read_table(path).to_pylist()

@@ -377,22 +377,20 @@ def ingest(
     for reason in rows.filter(pc.equal(rows["row"], -1))["reject"].to_pylist():
         print(f"weakly ingest: warning: {reason}")
     plan = plan_labels(rows, config, lexicon)
-    rejects, wnids = plan.rejects, plan.wnids
     vocabulary, weights, buckets = plan.vocabulary, plan.weights, plan.buckets
-    live = [r is None for r in rejects]
 
     # Pass 2: images, in fixed chunks of the live rows (file order, then row order).
-    live_idx = np.flatnonzero(np.array(live, dtype=bool))
+    live_idx = np.flatnonzero(plan.live)
     take = pa.array(live_idx, pa.int64())
-    live_wnids = pa.array(wnids, pa.list_(pa.string())).take(take)
+    live_wnids = plan.wnids.take(take)
     label_codes = pc.index_in(pc.list_flatten(live_wnids), value_set=pa.array(vocabulary))
     # The sample json is built in the pass-2 tasks from these columns, not here: at web scale
     # a per-row loop in the driver would be the job's one serial step and its largest memory.
     work = (
         rows.take(take)
         .select(["source", "row", "key", "url", "path", "image", "tags", "orig_key", "extra"])
-        .append_column("bucket", pa.array(np.asarray(buckets)[live_idx], pa.int32()))
-        .append_column("weight", pa.array(np.asarray(weights)[live_idx], pa.float64()))
+        .append_column("bucket", pa.array(buckets[live_idx], pa.int32()))
+        .append_column("weight", pa.array(weights[live_idx], pa.float64()))
         .append_column("wnids", live_wnids)
         .append_column(
             "labels",
@@ -416,7 +414,7 @@ def ingest(
 
     # Shards: one task per weight bucket.
     shard_dir = out / "shards"
-    used = sorted({buckets[i] for i in live_idx})
+    used = sorted(set(buckets[live_idx].tolist()))
     bucket_task = ray.remote(max_retries=3)(write_bucket)
     bucket_refs = [
         bucket_task.remote(b, part_paths, str(shard_dir), config.shard_size, config.holdout)
@@ -464,20 +462,19 @@ def _write_index(
     eval_index,
 ) -> IngestSummary:
     """Index parquets, report.png and, last, dataset.json; checks rows in = written + rejected."""
-    rejects, vocabulary, counts = plan.rejects, plan.vocabulary, plan.counts
+    vocabulary, counts = plan.vocabulary, plan.counts
     index = out / "index"
-    reject_rows = {"source": [], "row": [], "key": [], "reason": [], "detail": []}
-    for source, row, key, reason in zip(
-        rows["source"].to_pylist(),
-        rows["row"].to_pylist(),
-        rows["key"].to_pylist(),
-        rejects,
-        strict=True,
-    ):
-        if reason is not None:
-            head, _, tail = reason.partition(": ")
-            for name, value in zip(reject_rows, (source, row, key, head, tail), strict=True):
-                reject_rows[name].append(value)
+    rejected = np.flatnonzero(~plan.live)
+    reasons = plan.rejects.take(pa.array(rejected, pa.int64())).to_pylist()
+    heads_tails = [reason.partition(": ") for reason in reasons]
+    picked = rows.take(pa.array(rejected, pa.int64()))
+    reject_rows = {
+        "source": picked["source"].to_pylist(),
+        "row": picked["row"].to_pylist(),
+        "key": picked["key"].to_pylist(),
+        "reason": [head for head, _, _ in heads_tails],
+        "detail": [tail for _, _, tail in heads_tails],
+    }
     samples = {"key": [], "split": [], "shard": [], "labels": [], "weight": [], "phash": []}
     matches = {"key": [], "eval_set": [], "eval_id": [], "distance": []}
     columns = [

@@ -54,13 +54,24 @@ def _brief(tags: list[str], limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _scatter(column: pa.Array, at: np.ndarray, values: list) -> pa.Array:
+    """`column` with positions `at` (ascending) replaced by `values`, without a Python list
+    of every row."""
+    if len(at) == 0:
+        return column
+    mask = np.zeros(len(column), dtype=bool)
+    mask[at] = True
+    return pc.replace_with_mask(column, pa.array(mask), pa.array(values, column.type))
+
+
 def _row_keys(table: pa.Table) -> tuple[pa.Array, pa.Array]:
     """(key, orig_key): given keys sanitised, missing keys derived from the row's content."""
     n = table.num_rows
     given = table["key"].combine_chunks()
     has_key = pc.fill_null(pc.not_equal(given, ""), False).to_numpy(zero_copy_only=False)
     has_error = pc.is_valid(table["row_error"]).to_numpy(zero_copy_only=False)
-    raw: list[str | None] = given.to_pylist()
+    # An unparsable row without a key has nothing to key on: null.
+    raw = pc.if_else(pa.array(has_key), given, pa.nulls(n, pa.string()))
     derive = np.flatnonzero(~has_key & ~has_error)
     if len(derive):
         part = table.take(pa.array(derive))
@@ -70,18 +81,18 @@ def _row_keys(table: pa.Table) -> tuple[pa.Array, pa.Array]:
             part["image"].combine_chunks(),
             part["tags"].combine_chunks(),
         )
-        for i, key in zip(derive.tolist(), derived, strict=True):
-            raw[i] = key
-    for i in np.flatnonzero(~has_key & has_error).tolist():
-        raw[i] = None  # an unparsable row has nothing to key on
-    raw_keys = pa.array(raw, pa.string())
-    safe = pc.fill_null(pc.match_substring_regex(raw_keys, SAFE_KEY_PATTERN), True)
+        raw = _scatter(raw, derive, derived)
+    safe = pc.fill_null(pc.match_substring_regex(raw, SAFE_KEY_PATTERN), True)
     unsafe = np.flatnonzero(~safe.to_numpy(zero_copy_only=False))
-    keys, orig = list(raw), [None] * n
-    for i in unsafe.tolist():
-        keys[i] = sanitise_key(raw[i])
-        orig[i] = raw[i] if keys[i] != raw[i] else None
-    return pa.array(keys, pa.string()), pa.array(orig, pa.string())
+    originals = raw.take(pa.array(unsafe, pa.int64())).to_pylist()
+    cleaned = [sanitise_key(k) for k in originals]
+    keys = _scatter(raw, unsafe, cleaned)
+    orig = _scatter(
+        pa.nulls(n, pa.string()),
+        unsafe,
+        [o if c != o else None for o, c in zip(originals, cleaned, strict=True)],
+    )
+    return keys, orig
 
 
 def canonicalise_rows(table: pa.Table, lexicon) -> pa.Table:
@@ -112,32 +123,35 @@ def canonicalise_rows(table: pa.Table, lexicon) -> pa.Table:
     hit = (flat_code >= 0) & eligible[parents]
     wnids = _lists_from_pairs(parents[hit], flat_code[hit], pa.array(wnid_names, pa.string()), n)
     n_labels = np.bincount(parents[hit], minlength=n)
-    rejects: list[str | None] = row_error.to_pylist()
-    for i in np.flatnonzero(~has_error & (n_tags == 0)).tolist():
-        rejects[i] = "no_tags: the tags field is empty or null"
-    for i in np.flatnonzero(~has_error & (n_tags > 0) & ~has_image).tolist():
-        rejects[i] = "no_image: row has no url, path or image bytes"
+    no_tags = np.flatnonzero(~has_error & (n_tags == 0))
+    no_image = np.flatnonzero(~has_error & (n_tags > 0) & ~has_image)
     unlabelled = np.flatnonzero(~has_error & (n_tags > 0) & has_image & (n_labels == 0))
-    if len(unlabelled):
-        # Only these rows need the slower question: is any tag a WordNet noun at all?
-        in_wordnet = {}
-        for i, row_tags in zip(
-            unlabelled.tolist(), tags.take(pa.array(unlabelled)).to_pylist(), strict=True
-        ):
-            known = False
-            for tag in row_tags:
-                if tag not in in_wordnet:
-                    in_wordnet[tag] = lexicon.in_wordnet(tag)
-                known = known or in_wordnet[tag]
-            kind = "out_of_vocabulary" if known else "no_known_tags"
-            rejects[i] = f"{kind}: {_brief(row_tags)}"
+    # Only unlabelled rows need the slower question: is any tag a WordNet noun at all?
+    in_wordnet: dict[str, bool] = {}
+    unlabelled_reasons = []
+    for row_tags in tags.take(pa.array(unlabelled, pa.int64())).to_pylist():
+        known = False
+        for tag in row_tags:
+            if tag not in in_wordnet:
+                in_wordnet[tag] = lexicon.in_wordnet(tag)
+            known = known or in_wordnet[tag]
+        kind = "out_of_vocabulary" if known else "no_known_tags"
+        unlabelled_reasons.append(f"{kind}: {_brief(row_tags)}")
+    order = np.concatenate([no_tags, no_image, unlabelled]).astype(np.int64)
+    reasons = (
+        ["no_tags: the tags field is empty or null"] * len(no_tags)
+        + ["no_image: row has no url, path or image bytes"] * len(no_image)
+        + unlabelled_reasons
+    )
+    ranked = np.argsort(order, kind="stable")
+    rejects = _scatter(row_error, order[ranked], [reasons[i] for i in ranked.tolist()])
     keys, orig_keys = _row_keys(table)
     return (
         table.drop_columns(["key"])
         .append_column("key", keys)
         .append_column("orig_key", orig_keys)
         .append_column("wnids", wnids)
-        .append_column("reject", pa.array(rejects, pa.string()))
+        .append_column("reject", rejects)
     )
 
 
@@ -213,15 +227,22 @@ def apply_label_noise(
 
 @dataclass
 class LabelPlan:
-    """The driver's pass-1 decisions for every input row, in input order."""
+    """The driver's pass-1 decisions for every input row, in input order.
 
-    keys: list[str | None]
-    rejects: list[str | None]  # "reason: detail", or None for rows that go on to pass 2
-    wnids: list[list[str]]
+    Columns, not Python lists: at 10M rows a list of lists of label strings alone is gigabytes.
+    """
+
+    keys: pa.Array  # string
+    rejects: pa.Array  # string: "reason: detail", or null for rows that go on to pass 2
+    wnids: pa.Array  # list<string>, sorted; empty for rejected rows
     vocabulary: tuple[str, ...]
     counts: Counter  # f(s): images per synset among rows that go on
-    weights: list[float]
-    buckets: list[int]
+    weights: np.ndarray  # float64, 0 for rejected rows
+    buckets: np.ndarray  # int64, -1 for rejected rows
+
+    @property
+    def live(self) -> np.ndarray:
+        return pc.is_null(self.rejects).to_numpy(zero_copy_only=False)
 
 
 def _image_weights(
@@ -255,17 +276,22 @@ def plan_labels(rows: pa.Table, config: PlanConfig, lexicon) -> LabelPlan:
     n = rows.num_rows
     key_column = rows["key"].combine_chunks()
     first = first_occurrence(key_column)
-    rejects: list[str | None] = rows["reject"].to_pylist()
-    duplicates = np.flatnonzero((first >= 0) & (first != np.arange(n)))
+    rejects = rows["reject"].combine_chunks()
+    live = pc.is_null(rejects).to_numpy(zero_copy_only=False)
+    duplicates = np.flatnonzero((first >= 0) & (first != np.arange(n)) & live)
     if len(duplicates):
-        sources, numbers = rows["source"].combine_chunks(), rows["row"].combine_chunks()
-        for i in duplicates.tolist():
-            if rejects[i] is None:
-                d = int(first[i])
-                rejects[i] = (
-                    f"duplicate_key: first at {sources[d].as_py()} row {numbers[d].as_py()}"
-                )
-    live = np.array([r is None for r in rejects], dtype=bool)
+        firsts = pa.array(first[duplicates], pa.int64())
+        sources = rows["source"].combine_chunks().take(firsts).to_pylist()
+        numbers = rows["row"].combine_chunks().take(firsts).to_pylist()
+        rejects = _scatter(
+            rejects,
+            duplicates,
+            [
+                f"duplicate_key: first at {source} row {number}"
+                for source, number in zip(sources, numbers, strict=True)
+            ],
+        )
+        live[duplicates] = False
 
     parents, flat = _list_parts(rows["wnids"].combine_chunks())
     encoded = pc.dictionary_encode(flat) if len(flat) else None
@@ -288,8 +314,12 @@ def plan_labels(rows: pa.Table, config: PlanConfig, lexicon) -> LabelPlan:
     vcodes = recode[codes] if len(codes) else codes
     keep = vcodes >= 0  # every row's labels are cut to the vocabulary; only live rows count
     has_label = np.bincount(parents[keep & on], minlength=n) > 0
-    for i in np.flatnonzero(live & ~has_label).tolist():
-        rejects[i] = f"out_of_vocabulary: no tag's synset is in {config.vocab}"
+    outside = np.flatnonzero(live & ~has_label)
+    rejects = _scatter(
+        rejects,
+        outside,
+        [f"out_of_vocabulary: no tag's synset is in {config.vocab}"] * len(outside),
+    )
     live &= has_label
     vocab_names = pa.array(vocabulary, pa.string())
     wnid_lists = _lists_from_pairs(parents[keep], vcodes[keep], vocab_names, n)
@@ -327,11 +357,11 @@ def plan_labels(rows: pa.Table, config: PlanConfig, lexicon) -> LabelPlan:
         {w: int(c) for w, c in zip(vocabulary, counts.tolist(), strict=True) if c > 0}
     )
     return LabelPlan(
-        key_column.to_pylist(),
+        key_column,
         rejects,
-        wnid_lists.to_pylist(),
+        wnid_lists,
         vocabulary,
         count_map,
-        weights.tolist(),
-        buckets.tolist(),
+        weights,
+        buckets,
     )
