@@ -10,6 +10,7 @@ import argparse
 import sys
 
 from train import cli as train_cli
+from train import eval_cli, export, probe
 from wordnet_tools import WordNetNotFound
 from wordnet_tools import cli as lexicon_cli
 
@@ -27,6 +28,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     demo.add_command(subparsers)
     eval_index_cli.add_command(subparsers)
     train_cli.add_command(subparsers)
+    eval_cli.add_command(subparsers)
+    export.add_command(subparsers)
+    probe.add_command(subparsers)
     return parser
 
 

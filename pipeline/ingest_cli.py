@@ -32,6 +32,12 @@ def _add_ingest_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rare-threshold", type=int, default=10, help="f(s) below this is rare")
     p.add_argument("--rare-upsample", type=float, default=100.0)
     p.add_argument("--label-noise", type=float, default=0.0, help="replace this fraction of labels")
+    p.add_argument(
+        "--holdout",
+        type=float,
+        default=0.0,
+        help="fraction of samples (chosen by key hash) written as `val` shards",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-index", help="eval index file from 'weakly eval-index build'")
     p.add_argument("--radius", type=int, help="dedup Hamming radius (default: the index's)")
@@ -124,6 +130,7 @@ def config_from_args(args: argparse.Namespace) -> IngestConfig:
         shard_size=args.shard_size,
         chunk_rows=args.chunk_rows,
         label_noise=args.label_noise,
+        holdout=args.holdout,
         seed=args.seed,
         eval_index=str(Path(args.eval_index).resolve()) if args.eval_index else None,
         radius=args.radius,

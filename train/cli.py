@@ -66,6 +66,19 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     )
     p.add_argument("--verify-shards", action="store_true", help="check every shard's sha256")
     p.add_argument("--tensorboard", action="store_true", help="also log to RUN/tensorboard")
+    p.add_argument(
+        "--val-shards",
+        help="dataset holding the validation split (default: --data, when it has a 'val' split)",
+    )
+    p.add_argument("--val-split", default="val", help="split evaluated (default val)")
+    p.add_argument("--eval-every", type=int, default=0, help="steps between evals (0: end only)")
+    p.add_argument("--eval-min-images", type=int, default=1, help="mAP over labels with >= M")
+    p.add_argument("--eval-max-samples", type=int, help="evaluate on at most this many samples")
+    p.add_argument("--no-eval", dest="eval", action="store_false", help="never evaluate")
+    p.add_argument("--init", help="start from this checkpoint's weights (fine-tuning)")
+    p.add_argument(
+        "--reset-head", action="store_true", help="with --init: new head for this vocabulary"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--record-keys", action="store_true", help="write keys-rank{r}.jsonl")
     return p
@@ -98,6 +111,9 @@ _MINIMUM = {
     "keep_last": 0,
     "stop_after_steps": 1,
     "image_size": 8,
+    "eval_every": 0,
+    "eval_min_images": 1,
+    "eval_max_samples": 1,
 }
 
 
@@ -136,6 +152,8 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
         raise ValueError("give --steps or --samples")
     if args.steps is not None and args.samples is not None:
         raise ValueError("give --steps or --samples, not both")
+    if args.reset_head and not args.init:
+        raise ValueError("--reset-head needs --init CKPT")
     for name, low in _MINIMUM.items():
         value = getattr(args, name)
         if value is not None and value < low:

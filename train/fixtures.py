@@ -108,6 +108,7 @@ def build_fixture(
     min_side: int = 40,
     max_side: int = 96,
     image: Callable[[np.random.Generator, list[int]], bytes] | None = None,
+    extra_meta: Callable[[list[int]], dict] | None = None,
 ) -> Path:
     """Write a complete dataset folder; returns its path.
 
@@ -115,7 +116,8 @@ def build_fixture(
     weight on a log scale and each bucket is cut into shards of at most `max_shard` samples, so
     shard sizes and weight sums are deliberately uneven. `corrupt` samples carry bytes that are
     not a decodable JPEG (their index rows are still written: the reader must cope). `image`,
-    when given, draws each sample's JPEG from its labels (e.g. `colour_stripes_jpeg`).
+    when given, draws each sample's JPEG from its labels (e.g. `colour_stripes_jpeg`);
+    `extra_meta` adds fields to each sample json (e.g. a class for the linear probe).
     """
     root = Path(root)
     (root / "shards").mkdir(parents=True, exist_ok=True)
@@ -181,6 +183,8 @@ def build_fixture(
                         "height": height,
                         "source": f"fixture://{i}",
                     }
+                    if extra_meta is not None:
+                        meta.update(extra_meta(labels[i]))
                     _add_member(tar, f"{key}.jpg", jpg)
                     _add_member(tar, f"{key}.json", json.dumps(meta).encode())
                     sample_rows.append(

@@ -25,10 +25,13 @@ from torch.nn.parallel import DistributedDataParallel
 
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .data import LoaderConfig, TrainLoader, prepare_batch
+from .evaluate import check_vocabulary, evaluate
 from .loss import get_loss
+from .metrics import format_metrics
 from .models import build_model
 from .optim import EMA, lr_factor, param_groups
 from .shards import Dataset, check_shard_files
+from .transfer import init_from_checkpoint
 
 __all__ = ["lr_factor", "train"]
 
@@ -159,6 +162,21 @@ def check_inputs(args: argparse.Namespace, dataset: Dataset, world_size: int) ->
         )
 
 
+def val_dataset(args: argparse.Namespace, dataset: Dataset) -> Dataset | None:
+    """The split to evaluate on: `--val-shards` if given (it must exist), else `--data`'s
+    `--val-split` when ingest wrote one (`--holdout`), else none."""
+    if not getattr(args, "eval", True):
+        return None
+    url = args.val_shards or args.data
+    if not args.val_shards:
+        split_meta = dataset.meta.get("splits", {}).get(args.val_split)
+        if not split_meta or not split_meta.get("samples"):
+            return None
+    val = Dataset(url, args.val_split)
+    check_vocabulary(dataset.wnids, val, f"--val-shards {url}")
+    return val
+
+
 def train(args: argparse.Namespace) -> dict:
     """Run (or continue) a training run; returns a summary of how it ended."""
     info = init_distributed(args.device)
@@ -166,6 +184,7 @@ def train(args: argparse.Namespace) -> dict:
     out = Path(args.out)
     dataset = Dataset(args.data, args.split)
     check_inputs(args, dataset, info.world_size)
+    val = val_dataset(args, dataset)
     model = build_model(args.model, dataset.num_classes).to(info.device)
     out.mkdir(parents=True, exist_ok=True)
     steps = total_steps(args, info.world_size)
@@ -241,6 +260,8 @@ def train(args: argparse.Namespace) -> dict:
             ema = EMA(model, args.ema)  # --ema added on resume: start from the weights
         step = int(ckpt["step"])
         skipped = int(ckpt.get("nonfinite_skipped", 0))
+    elif getattr(args, "init", None):
+        init_from_checkpoint(model, args.model, dataset.wnids, args.init, args.reset_head)
 
     def save(step: int) -> None:
         loader_states = _gather(loader.state_dict(), info)
@@ -259,6 +280,28 @@ def train(args: argparse.Namespace) -> dict:
         if ema is not None:
             state["ema"] = ema.state_dict()
         save_checkpoint(out, step, state, keep_last=args.keep_last)
+
+    def run_eval(step: int) -> None:
+        """Rank 0 scores the val split; the others wait (metrics need all scores at once)."""
+        if val is None:
+            return
+        if info.is_main:
+            row = evaluate(
+                model,
+                val,
+                info.device,
+                args.image_size,
+                args.batch_size,
+                args.eval_min_images,
+                max_samples=args.eval_max_samples,
+            )
+            row = {"step": step, **row}
+            with open(out / "val.jsonl", "a") as f:
+                f.write(json.dumps(row) + "\n")
+            print(f"val step {step}/{steps} ({val.url} {val.split})", flush=True)
+            print(format_metrics(row), flush=True)
+        if info.world_size > 1:
+            dist.barrier()
 
     loss_fn = get_loss(args.loss)
     autocast = torch.autocast(info.device.type, dtype=torch.bfloat16, enabled=bool(args.amp))
@@ -331,6 +374,8 @@ def train(args: argparse.Namespace) -> dict:
         stopped = args.stop_after_steps is not None and this_run >= args.stop_after_steps
         if step % args.ckpt_every == 0 or step == steps or stopped:
             save(step)
+        if step == steps or (args.eval_every and step % args.eval_every == 0):
+            run_eval(step)
         if stopped and step < steps:
             break
     for f in (metrics, keys_log, board):

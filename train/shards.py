@@ -119,8 +119,10 @@ class Dataset:
         return out
 
 
-def iter_tar_samples(fileobj, max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES) -> Iterator[Sample]:
-    """Complete samples of a tar stream, in stored order.
+def iter_tar_records(
+    fileobj, max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES
+) -> Iterator[tuple[str, bytes, dict]]:
+    """(key, jpg bytes, parsed json) of every complete sample of a tar stream, in stored order.
 
     A sample is complete when its `.jpg` and `.json` arrive for the same key; anything else
     (odd names, oversize members, orphan halves, unreadable json) is dropped here so the sample
@@ -143,17 +145,27 @@ def iter_tar_samples(fileobj, max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES) 
                 continue
             try:
                 meta = json.loads(data)
-                sample = Sample(
-                    key=name,
-                    jpg=jpg,
-                    labels=tuple(int(x) for x in meta["labels"]),
-                    weight=float(meta["weight"]),
-                )
-            except (ValueError, KeyError, TypeError):
-                sample = None
-            key, jpg = None, None
-            if sample is not None and sample.labels:
-                yield sample
+            except ValueError:
+                meta = None
+            record, key, jpg = (name, jpg, meta), None, None
+            if isinstance(meta, dict):
+                yield record
+
+
+def iter_tar_samples(fileobj, max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES) -> Iterator[Sample]:
+    """Complete samples with at least one label (see `iter_tar_records`)."""
+    for name, jpg, meta in iter_tar_records(fileobj, max_member_bytes):
+        try:
+            sample = Sample(
+                key=name,
+                jpg=jpg,
+                labels=tuple(int(x) for x in meta["labels"]),
+                weight=float(meta["weight"]),
+            )
+        except (ValueError, KeyError, TypeError):
+            continue
+        if sample.labels:
+            yield sample
 
 
 def check_shard_files(dataset: Dataset, verify: bool = False) -> None:

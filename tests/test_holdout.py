@@ -1,0 +1,111 @@
+"""`weakly ingest --holdout`: a val split chosen by key hash, written as `val` shards beside
+`train`, and the trainer evaluating on it every N steps and at the end."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+import webdataset as wds
+
+from pipeline.cli import main as weakly
+from pipeline.ingest import IngestConfig, RunOptions, ingest
+from pipeline.split import split_of, unit_hash
+from pipeline.synth import synth
+
+QUIET = RunOptions(progress=False)
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+
+
+def test_split_is_a_function_of_the_key_with_the_asked_fraction():
+    keys = [f"row{i:05d}" for i in range(20_000)]
+    val = {k for k in keys if split_of(k, 0.2) == "val"}
+    assert abs(len(val) / len(keys) - 0.2) < 0.015  # binomial sd 0.003
+    assert {k for k in reversed(keys) if split_of(k, 0.2) == "val"} == val  # order-free
+    assert val <= {k for k in keys if split_of(k, 0.5) == "val"}  # nested as fraction grows
+    assert all(split_of(k, 0.0) == "train" for k in keys[:100])
+    assert 0.0 <= min(map(unit_hash, keys)) and max(map(unit_hash, keys)) < 1.0
+    with pytest.raises(ValueError, match="--holdout 1.0"):
+        IngestConfig(holdout=1.0)
+
+
+@pytest.fixture(scope="module")
+def held_out(ray_local, lexicon_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("holdout")
+    synth(70, root / "syn", seed=3, min_px=64, max_px=200, lexicon_dir=str(lexicon_dir))
+    manifest = [str(root / "syn" / "manifest.parquet")]
+    config = IngestConfig(lexicon_dir=str(lexicon_dir), holdout=0.3, shard_size=15, chunk_rows=32)
+    ingest(manifest, root / "ds", config, QUIET)
+    return root, manifest, config
+
+
+def test_ingest_writes_val_shards_by_key(held_out, lexicon_dir):
+    root, manifest, config = held_out
+    out = root / "ds"
+    samples = pq.read_table(out / "index" / "samples.parquet").to_pylist()
+    shards = pq.read_table(out / "index" / "shards.parquet").to_pylist()
+    meta = json.loads((out / "dataset.json").read_text())
+    by_split = {s: [r for r in samples if r["split"] == s] for s in ("train", "val")}
+    assert by_split["val"] and by_split["train"]
+    for row in samples:
+        assert row["split"] == split_of(row["key"], 0.3)
+        assert row["shard"].startswith(f"shards/{row['split']}-")
+    for split, rows in by_split.items():
+        mine = [s for s in shards if s["split"] == split]
+        assert all(s["file"].startswith(f"shards/{split}-") for s in mine)
+        assert meta["splits"][split]["samples"] == len(rows) == sum(s["n"] for s in mine)
+        assert meta["splits"][split]["shards"] == len(mine)
+        keys = []
+        for shard in mine:
+            for sample in wds.WebDataset(str(out / shard["file"]), shardshuffle=False):
+                keys.append(json.loads(sample["json"])["key"])
+        assert sorted(keys) == sorted(r["key"] for r in rows)
+    assert meta["splits"]["val"]["holdout"] == 0.3
+    assert meta["totals"]["written"] == len(samples)
+
+    # The same keys are held out whatever else changes (here: label noise).
+    noisy = root / "noisy"
+    ingest(
+        manifest,
+        noisy,
+        IngestConfig(**{**config.__dict__, "label_noise": 0.5}),
+        QUIET,
+    )
+    noisy_val = pq.read_table(noisy / "index" / "samples.parquet").to_pylist()
+    assert {r["key"] for r in noisy_val if r["split"] == "val"} == {
+        r["key"] for r in by_split["val"]
+    }
+
+
+def test_trainer_evaluates_on_the_val_split(held_out, tmp_path, capsys):
+    root, _, _ = held_out
+    out = tmp_path / "run"
+    argv = [
+        "train", "--data", str(root / "ds"), "--model", "tiny", "--out", str(out),
+        "--steps", "6", "--batch-size", "8", "--image-size", "32", "--device", "cpu",
+        "--workers", "0", "--shuffle-buffer", "16", "--eval-every", "4",
+    ]  # fmt: skip
+    assert weakly(argv) == 0
+    rows = [json.loads(x) for x in (out / "val.jsonl").read_text().splitlines()]
+    val = json.loads((root / "ds" / "dataset.json").read_text())["splits"]["val"]["samples"]
+    assert [r["step"] for r in rows] == [4, 6]
+    assert all(r["images"] == val and r["split"] == "val" for r in rows)
+    assert set(rows[-1]["groups"]) == {"head", "torso", "tail"}
+    assert "top-1%" in capsys.readouterr().out
+
+    # --no-eval turns it off; a --val-shards without that split is a clear error.
+    assert weakly(argv[:-2] + ["--no-eval", "--out", str(tmp_path / "quiet")]) == 0
+    assert not (tmp_path / "quiet" / "val.jsonl").exists()
+    bad = argv + ["--out", str(tmp_path / "bad"), "--val-shards", str(root / "ds"),
+                  "--val-split", "test"]  # fmt: skip
+    assert weakly(bad) == 2
+    assert "no shards for split 'test'" in capsys.readouterr().err
