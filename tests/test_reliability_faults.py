@@ -113,35 +113,34 @@ def test_sigkill_of_a_ray_worker_mid_pass2(images, tmp_path, lexicon_dir, ray_lo
 
 
 @contextmanager
-def _full_disk(folder: Path, size: int):
-    """Make writes under `folder` fail: a tiny tmpfs mounted on it where we may mount (root),
-    else a read-only folder (for a non-root user permissions are enforced). Yields a function
-    that frees the space (remount bigger / make writable), keeping what was written."""
-    mounted = False
-    if os.geteuid() == 0:
-        mounted = (
-            subprocess.run(
-                ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
-                capture_output=True,
-            ).returncode
-            == 0
-        )
+def _full_disk(folder: Path, size: int, victim: str):
+    """Make shard writes under `folder` fail with ENOSPC: a tiny tmpfs mounted on it where this
+    process may mount (root with CAP_SYS_ADMIN), else the victim shard's `.tmp` name made a
+    symlink to /dev/full (whose writes always fail with ENOSPC; open follows the link). Yields
+    a function that frees the space (remount bigger / drop the link), keeping what was written."""
+    mounted = (
+        os.geteuid() == 0
+        and subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+            capture_output=True,
+        ).returncode
+        == 0
+    )
+    trap = folder / f"{victim}.tmp"
     if not mounted:
-        folder.chmod(0o555)
+        trap.symlink_to("/dev/full")
 
     def free() -> None:
         if mounted:
             subprocess.run(["mount", "-o", "remount,size=256m", str(folder)], check=True)
         else:
-            folder.chmod(0o755)
+            trap.unlink(missing_ok=True)
 
     try:
         yield free
     finally:
         if mounted:
             subprocess.run(["umount", "-l", str(folder)], check=False)
-        else:
-            folder.chmod(0o755)
 
 
 def _check_nothing_half_written(shards: Path) -> int:
@@ -168,17 +167,18 @@ def clean_run(images, tmp_path_factory, lexicon_dir, ray_local):
 def test_full_disk_while_writing_shards(images, tmp_path, lexicon_dir, clean_run, capsys):
     config, clean = clean_run
     manifest = str(images / "manifest.parquet")
-    shard_bytes = sorted(p.stat().st_size for p in (clean / "shards").glob("*.tar"))
+    tars = sorted((clean / "shards").glob("*.tar"))
+    shard_bytes = [p.stat().st_size for p in tars]
     out = tmp_path / "out"
     _prepare_out(out, config, RunOptions())
-    with _full_disk(out / "shards", size=sum(shard_bytes) // 2) as free:
+    with _full_disk(out / "shards", sum(shard_bytes) // 2, tars[len(tars) // 2].name) as free:
         argv = ["ingest", manifest, "--out", str(out), "--lexicon-dir", str(lexicon_dir),
                 "--shard-size", "6", "--chunk-rows", "8", "--no-progress"]  # fmt: skip
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert "could not write" in err and "rerun the same command" in err
         assert len(err.strip().splitlines()) == 1, err  # one line, no remote traceback
-        assert "No space left on device" in err or "Permission denied" in err
+        assert "No space left on device" in err
         assert not (out / "dataset.json").exists()
         committed = _check_nothing_half_written(out / "shards")
         assert committed < len(shard_bytes)
