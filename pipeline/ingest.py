@@ -424,6 +424,11 @@ class IngestSummary:
         return "\n".join(lines)
 
 
+def local_absolute(path: str) -> str:
+    """A local path made absolute against the driver's cwd; URLs (`scheme://`) as they are."""
+    return path if "://" in path else os.path.abspath(path)
+
+
 def _init_ray(options: RunOptions):
     import ray
 
@@ -485,8 +490,10 @@ def ingest(
 ) -> IngestSummary:
     """Run the whole job; rerunning the same call after a crash finishes what is missing."""
     start = time.perf_counter()
-    out = Path(out)
-    files = list_manifest_files(manifests)
+    # Ray workers on other nodes (or under `ray job submit`) do not share the driver's working
+    # directory, so every local path a task sees is made absolute here, on the driver.
+    out = Path(os.path.abspath(out))
+    files = [local_absolute(f) for f in list_manifest_files(manifests)]
     _prepare_out(out, config, options)
     (out / "dataset.json").unlink(missing_ok=True)  # not complete until rewritten at the end
     ray = _init_ray(options)
@@ -545,6 +552,11 @@ def ingest(
         metas.append(json.dumps(meta, sort_keys=True, ensure_ascii=False))
     work = rows.take(pa.array(live_idx, pa.int64())).select(
         ["source", "row", "key", "url", "path", "image"]
+    )
+    # Keys and sample json keep the path as written; only what the fetcher opens is absolute.
+    fetch_paths = [local_absolute(p) if p else p for p in work["path"].to_pylist()]
+    work = work.set_column(
+        work.schema.get_field_index("path"), "path", pa.array(fetch_paths, pa.string())
     )
     work = (
         work.append_column("bucket", pa.array([buckets[i] for i in live_idx], pa.int32()))
