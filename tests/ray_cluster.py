@@ -84,8 +84,12 @@ class LocalCluster:
         cwd.mkdir(exist_ok=True)
         self.procs.append(
             subprocess.Popen(
-                [RAY, "start", *args], env=self.env, cwd=cwd, stdout=log,
-                stderr=subprocess.STDOUT, start_new_session=True,
+                [RAY, "start", *args],
+                env=self.env,
+                cwd=cwd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )  # fmt: skip
         )
         log.close()
@@ -100,8 +104,14 @@ class LocalCluster:
             ],
             "head",
         )  # fmt: skip
-        self._wait_started("head", timeout)
+        # The worker only needs the GCS, not the dashboard: start it as soon as the GCS listens.
+        deadline = time.monotonic() + timeout
+        while not _listening(self.gcs_port):
+            if time.monotonic() > deadline or self.procs[0].poll() is not None:
+                raise RuntimeError(f"the head's GCS never listened:\n{self.logs()}")
+            time.sleep(0.2)
         self._start(["--address", self.address, *self._node_args(1)], "worker")
+        self._wait_started("head", timeout)
         self._wait_started("worker", timeout)
 
     def _wait_started(self, name: str, timeout: float) -> None:
@@ -111,7 +121,7 @@ class LocalCluster:
         while time.monotonic() < deadline:
             if "Ray runtime started" in log.read_text(errors="replace"):
                 return
-            if self.procs[-1].poll() is not None:
+            if self.procs[["head", "worker"].index(name)].poll() is not None:
                 raise RuntimeError(f"ray start ({name}) exited early:\n{self.logs()}")
             time.sleep(0.5)
         raise RuntimeError(f"ray start ({name}) not up in {timeout}s:\n{self.logs()}")
@@ -119,8 +129,8 @@ class LocalCluster:
     def alive_nodes(self) -> int:
         """Alive nodes as the GCS reports them, asked from a fresh client process."""
         code = (
-            "import ray; ray.init(address='%s', log_to_driver=False); "
-            "print(sum(n['Alive'] for n in ray.nodes()))" % self.address
+            f"import ray; ray.init(address={self.address!r}, log_to_driver=False); "
+            "print(sum(n['Alive'] for n in ray.nodes()))"
         )
         proc = subprocess.run(
             [sys.executable, "-c", code], env=self.env, capture_output=True, text=True,
@@ -168,6 +178,12 @@ class LocalCluster:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def _listening(port: int) -> bool:
+    with closing(socket.socket()) as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def session_members(sid: int) -> list[int]:
