@@ -41,6 +41,7 @@ wordnet-debian:
 lint: setup
 	@$(VENV)/bin/ruff check -q pipeline train wordnet_tools tests benchmarks
 	@$(VENV)/bin/ruff format -q --check pipeline train wordnet_tools tests benchmarks
+	@$(VENV)/bin/hadolint docker/Dockerfile docker/Dockerfile.cuda
 
 test: setup lint
 	@$(VENV)/bin/pytest -q
