@@ -94,3 +94,16 @@ def test_marker_finds_only_marked_blocks():
     text = f"```sh\nnot me\n```\n{MARK}\n```sh\necho yes\n```\n\n```python\nno = 1\n```\n"
     assert executed_blocks(text) == [("sh", "echo yes")]
     assert _check_python("x = ['#a', 2]\nlen(x)  # 2\nx  # not a literal\nx[0]  # '#a'\n") == 2
+
+
+def test_scaling_figures_are_the_benchmarked_ones():
+    """docs/SCALING.md derives its totals from measured rates; each rate it quotes must be a
+    figure BENCHMARKS.md records, so re-measuring without updating the plan fails here."""
+    scaling = (ROOT / "docs" / "SCALING.md").read_text()
+    benchmarks = (ROOT / "BENCHMARKS.md").read_text()
+    table = scaling.split("## The figures this page uses")[1].split("\n\n")[1]
+    rows = [line.split("|")[1:-1] for line in table.splitlines()[2:]]
+    assert len(rows) >= 6
+    for _, rate, _ in rows:
+        for number in re.findall(r"(?<![~\d.,])\d{1,3}(?:,\d{3})+|(?<![~\d.,])\d{3,}", rate):
+            assert number in benchmarks, f"SCALING.md quotes {number}, BENCHMARKS.md does not"
