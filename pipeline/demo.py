@@ -26,6 +26,49 @@ DEMO_TAGS = [
 ]  # fmt: skip
 
 
+# Bundled photos with hashtags as people write them: synonyms, plurals, #CamelCase, hyphens,
+# underscores, tags outside the vocabulary, a junk-only row and an untagged row.
+HANDWRITTEN: list[tuple[str, list[str]]] = [
+    ("chelsea", ["#tabby", "#TabbyCat", "#tabbies", "#EgyptianCat", "#kitty", "#catsofinstagram"]),
+    ("chelsea", ["#Tabby", "#instagood", "#cats"]),
+    ("clock", ["#AnalogClock", "#analog-clock", "#wallclock", "#WallClocks", "#time"]),
+    ("camera", ["#tripod", "#Tripods", "#ReflexCamera", "#photography"]),
+    ("flower", ["#daisy", "#daisies", "#Daisy", "#flowers"]),
+    ("china", ["#palace", "#Palaces", "#stupa", "#travel"]),
+    ("astronaut", ["#SpaceShuttle", "#space_shuttle", "#astronaut", "#nasa"]),
+    ("grass", ["#instagood", "#photooftheday", "#2024", "#🐻", "#love"]),
+    ("gravel", []),
+    ("coffee", ["#espresso", "#CoffeeMug", "#coffee"]),
+    ("rocket", ["#SpaceShuttle", "#rocket"]),
+]
+
+
+def write_handwritten(folder: Path, seed: int = 0) -> tuple[Path, list[str]]:
+    """A jsonl manifest of HANDWRITTEN rows; returns it and the photos left out because synth
+    (same seed) reserves them for the eval set, where they would rightly be deduplicated."""
+    import random
+
+    from .synth import split_photos
+
+    _, train_pool = split_photos(random.Random(seed))
+    photos = dict(train_pool)
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    lines, skipped = [], []
+    for i, (name, tags) in enumerate(HANDWRITTEN):
+        if name not in photos:
+            skipped.append(name)
+            continue
+        img = photos[name].copy()
+        img.thumbnail((800, 800))
+        path = folder / "images" / f"hw{i:02d}.jpg"
+        img.save(path, "JPEG", quality=90)
+        row = {"key": f"hw{i:02d}", "path": str(path.resolve()), "tags": tags, "photo": name}
+        lines.append(json.dumps(row, ensure_ascii=False))
+    manifest = folder / "manifest.jsonl"
+    manifest.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return manifest, sorted(set(skipped))
+
+
 def lexicon_demo(tags: list[str] = DEMO_TAGS) -> str:
     lines = []
     for vocab in ("nouns", "in1k"):
@@ -107,14 +150,14 @@ def run_demo(
         print(f"{result.manifest}: {result.images} images, {result.planted} planted near-copies")
     if not index_path.exists():
         EvalIndex.build({"demo-eval": str(eval_dir)}).save(index_path)
+    handwritten, held_out = write_handwritten(out / "handwritten")
     print("\n== ingest on a local Ray")
     config = IngestConfig(
         vocab="in1k", eval_index=str(index_path.resolve()), shard_size=size.shard_size,
         chunk_rows=32,
     )  # fmt: skip
-    summary = ingest(
-        [str(data / "manifest.parquet")], out / "dataset", config, RunOptions(num_cpus=num_cpus)
-    )
+    manifests = [str(data / "manifest.parquet"), str(handwritten)]
+    summary = ingest(manifests, out / "dataset", config, RunOptions(num_cpus=num_cpus))
     print(summary.table())
 
     print(f"\n== training a small model for {size.steps} steps")
@@ -126,7 +169,10 @@ def run_demo(
     audit = demo_report.dedup_audit(
         data / "manifest.parquet", out / "dataset/index/rejects.parquet"
     )
-    merges = demo_report.synonym_merges(data / "manifest.parquet", load_lexicon("in1k"))
+    lexicon = load_lexicon("in1k")
+    merges = demo_report.synonym_merges(data / "manifest.parquet", lexicon)
+    merges += demo_report.synonym_merges(handwritten, lexicon)
+    outcomes = demo_report.row_outcomes(handwritten, out / "dataset", dataset)
     report = out / "report.md"
     report.write_text(
         demo_report.render_report(
@@ -134,6 +180,8 @@ def run_demo(
             lexicon_table=lexicon_table,
             audit=audit,
             merges=merges,
+            outcomes=outcomes,
+            held_out=held_out,
             metrics=metrics,
             train_summary=trained,
             dataset=dataset,

@@ -48,12 +48,39 @@ def dedup_audit(manifest: Path, rejects: Path) -> DedupAudit:
     )
 
 
+def _tags(manifest: Path) -> list[list[str]]:
+    if manifest.suffix == ".jsonl":
+        rows = [json.loads(line) for line in manifest.read_text(encoding="utf-8").splitlines()]
+        return [r["tags"] for r in rows]
+    return pq.read_table(manifest, columns=["tags"])["tags"].to_pylist()
+
+
+def row_outcomes(manifest: Path, dataset_dir: Path, dataset: dict) -> list[tuple[str, str, str]]:
+    """For each row of a jsonl manifest: (photo, raw tags, what ingest made of it), read back
+    from the dataset's index: the synset names it was labelled with, or why it was rejected."""
+    rows = [json.loads(line) for line in manifest.read_text(encoding="utf-8").splitlines()]
+    names = dataset["vocabulary"]["names"]
+    samples = pq.read_table(dataset_dir / "index/samples.parquet", columns=["key", "labels"])
+    labels = dict(zip(samples["key"].to_pylist(), samples["labels"].to_pylist(), strict=True))
+    rejects = pq.read_table(dataset_dir / "index/rejects.parquet").to_pylist()
+    why = {r["key"]: f"rejected: {r['reason']}" for r in rejects if r["key"]}
+    out = []
+    for row in rows:
+        key = row["key"]
+        if key in labels:
+            outcome = ", ".join(names[i] for i in labels[key])
+        else:
+            outcome = why.get(key, "missing")
+        out.append((row.get("photo", key), " ".join(row["tags"]) or "(no tags)", outcome))
+    return out
+
+
 def synonym_merges(manifest: Path, lexicon, top: int = 12) -> list[tuple[str, str, int, list[str]]]:
     """Synsets that several distinct raw hashtags of the manifest were merged into:
     (wnid, name, rows carrying it, the raw forms), most raw forms first."""
     forms: dict[str, Counter] = defaultdict(Counter)
     rows_with: Counter = Counter()
-    for tags in pq.read_table(manifest, columns=["tags"])["tags"].to_pylist():
+    for tags in _tags(manifest):
         seen = set()
         for tag, wnid in zip(tags, lexicon.canonical_many(tags), strict=True):
             if wnid:
@@ -99,6 +126,8 @@ def render_report(
     lexicon_table: str,
     audit: DedupAudit,
     merges: list[tuple[str, str, int, list[str]]],
+    outcomes: list[tuple[str, str, str]],
+    held_out: list[str],
     metrics: list[dict],
     train_summary: dict,
     dataset: dict,
@@ -149,7 +178,15 @@ def render_report(
             [[w, n, r, " ".join(f"`{t}`" for t in forms[:8])] for w, n, r, forms in merges],
         ),
         "",
-        "Hand-written hashtags (synonyms, plurals, `#CamelCase`, junk) and where they go:",
+        "Hand-written rows of bundled photos, as ingested (labels read back from",
+        "`index/samples.parquet`, reasons from `index/rejects.parquet`):",
+        "",
+        markdown_table(["photo", "raw hashtags", "labels after ingest (in1k)"], outcomes),
+        "",
+        f"Left out of the hand-written rows because synth keeps them for the eval set: "
+        f"{', '.join(held_out) or 'none'}.",
+        "",
+        "The same kind of hashtags and where each vocabulary sends them:",
         "",
         "```",
         lexicon_table,

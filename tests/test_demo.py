@@ -69,3 +69,21 @@ def test_bad_demo_flags_are_one_line_errors(tmp_path, capsys):
     assert main(["demo", "--quick", "--n", "0", "--out", str(tmp_path / "o")]) == 2
     assert "--n and --steps must be at least 1" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_handwritten_rows_are_canonicalised_or_rejected_with_a_reason(demo_out):
+    """The hand-written hashtags reach the dataset as merged synsets; junk and untagged rows
+    are rejected with their reason, read back from the index, never silently dropped."""
+    rows = re.findall(
+        r"^\| (\w+) \| ([^|]+) \| ([^|]+) \|$", (demo_out / "report.md").read_text(), re.M
+    )
+    outcome = {tags.strip(): result.strip() for _, tags, result in rows}
+    assert outcome["#Tabby #instagood #cats"] == "tabby"
+    assert outcome["#daisy #daisies #Daisy #flowers"] == "daisy"
+    assert outcome["#instagood #photooftheday #2024 #🐻 #love"] == "rejected: out_of_vocabulary"
+    assert outcome["(no tags)"] == "rejected: no_tags"
+    rejects = pq.read_table(demo_out / "dataset/index/rejects.parquet").to_pylist()
+    assert {r["reason"] for r in rejects if r["key"].startswith("hw")} == {
+        "out_of_vocabulary",
+        "no_tags",
+    }
