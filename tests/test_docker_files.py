@@ -85,11 +85,17 @@ def test_compose_services_and_commands():
     _ray_start(services["ray-head"]["command"])
     _ray_start(services["ray-worker"]["command"])
     assert services["ray-worker"]["depends_on"]["ray-head"]["condition"] == "service_healthy"
-    script = services["demo-ingest"]["command"][-1].strip().splitlines()
-    for line in script:
+    submit = shlex.split(services["demo-ingest"]["command"])
+    assert submit[:3] == ["ray", "job", "submit"] and "--" in submit
+    script_path = submit[submit.index("--") + 2]
+    mounted = {v.split(":")[1]: v.split(":")[0] for v in services["ray-head"]["volumes"]}
+    script = DOCKER / mounted[script_path]  # the job runs on the head: the script must be there
+    assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
+    lines = [x for x in script.read_text().splitlines() if x.startswith("weakly ")]
+    for line in lines:
         _weakly(line)
-    assert "--address ray-head:6379" in script[-1]
-    assert script[0].split()[:2] == ["weakly", "synth"]
+    assert [x.split()[1] for x in lines] == ["synth", "eval-index", "ingest"]
+    assert "--address auto" in lines[-1]
 
 
 def test_ray_launcher_yaml_passes_rays_schema():
