@@ -96,21 +96,24 @@ class DemoSize:
     batch_size: int = 32
     image_size: int = 64
     log_every: int = 10
+    workers: int | None = None  # loader processes; None: min(2, cores)
 
 
 QUICK = DemoSize(
     images=60, max_px=600, planted_fraction=0.15, shard_size=20, steps=20, batch_size=8,
-    image_size=32, log_every=5,
+    image_size=32, log_every=5, workers=0,
 )  # fmt: skip
 
 
 def train_demo_model(dataset: Path, run: Path, size: DemoSize, device: str = "auto") -> dict:
     """A small model on the demo shards through the trainer's Python API (GPU when present).
     `--resume auto`: a rerun continues, or finds the run finished, instead of starting over."""
+    import torch
+
     from train.cli import build_parser, resolve
     from train.loop import train
 
-    workers = 0 if size is QUICK else min(2, os.cpu_count() or 1)
+    workers = size.workers if size.workers is not None else min(2, os.cpu_count() or 1)
     argv = [
         "--data", str(dataset), "--model", "tiny", "--out", str(run),
         "--steps", str(size.steps), "--batch-size", str(size.batch_size),
@@ -121,8 +124,6 @@ def train_demo_model(dataset: Path, run: Path, size: DemoSize, device: str = "au
     ]  # fmt: skip
     args = resolve(build_parser().parse_args(argv))
     summary = train(args)
-    import torch
-
     used = "cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu"
     return {**summary, "model": "tiny", "batch_size": size.batch_size, "device": used}
 
@@ -191,7 +192,7 @@ def run_demo(
                 "run": "run",
                 "dataset": "dataset",
             },
-        )  # fmt: skip
+        )
     )
     print(f"\ndedup: {audit.caught} of {audit.planted} planted eval copies removed, "
           f"{len(audit.false_alarms)} false alarms")  # fmt: skip
