@@ -80,3 +80,13 @@ def test_cluster_ingest_equals_local_run(job_inputs, tmp_path, monkeypatch):
         assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
         assert "succeeded" in submitted.stdout and "rows in" in submitted.stdout
         assert _digest(root / "submitted") == want
+
+
+def test_driver_side_paths_are_absolute_and_urls_untouched(tmp_path, monkeypatch):
+    """What makes the cluster run independent of the workers' cwd (pure function)."""
+    from pipeline.ingest import local_absolute
+
+    monkeypatch.chdir(tmp_path)
+    assert local_absolute("syn/manifest.parquet") == str(tmp_path / "syn" / "manifest.parquet")
+    assert local_absolute("/abs/m.jsonl") == "/abs/m.jsonl"
+    assert local_absolute("s3://bucket/m.parquet") == "s3://bucket/m.parquet"
