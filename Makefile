@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.weakly-installed
 WN_STAMP := $(VENV)/.weakly-wordnet
 
-.PHONY: test demo setup wordnet lint clean
+.PHONY: test demo setup wordnet lint clean cli-reference
 
 setup: $(STAMP) $(WN_STAMP)
 
@@ -48,6 +48,10 @@ test: setup lint
 
 demo: setup
 	@$(VENV)/bin/weakly demo
+
+# docs/CLI.md is generated from the parser; tests/test_docs.py fails when it is stale.
+cli-reference: setup
+	@$(PY) -m pipeline.cli_reference
 
 clean:
 	rm -rf $(VENV) .cache demo-out .pytest_cache .ruff_cache

@@ -33,6 +33,9 @@ def test_two_torchrun_nodes_end_with_identical_parameters(tmp_path):
     for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(name, None)
     nodes = []
+    # Under c10d the agents' ranks come from the rendezvous (torchrun says --node_rank is only
+    # used by the static backend); is_host says which agent serves the rendezvous store, as on
+    # a real cluster where only the endpoint's machine would be able to bind it.
     for node_rank in (0, 1):
         cmd = [
             torchrun, "--nnodes", "2", "--nproc_per_node", "1", "--node_rank", str(node_rank),
