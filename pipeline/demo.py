@@ -105,6 +105,10 @@ QUICK = DemoSize(
 )  # fmt: skip
 
 
+# A tenth of the keys go to the `val` split, which the trainer scores at the end of training.
+DEMO_HOLDOUT = 0.1
+
+
 def train_demo_model(dataset: Path, run: Path, size: DemoSize, device: str = "auto") -> dict:
     """A small model on the demo shards through the trainer's Python API (GPU when present).
     `--resume auto`: a rerun continues, or finds the run finished, instead of starting over."""
@@ -155,7 +159,7 @@ def run_demo(
     print("\n== ingest on a local Ray")
     config = IngestConfig(
         vocab="in1k", eval_index=str(index_path.resolve()), shard_size=size.shard_size,
-        chunk_rows=32,
+        chunk_rows=32, holdout=DEMO_HOLDOUT,
     )  # fmt: skip
     manifests = [str(data / "manifest.parquet"), str(handwritten)]
     summary = ingest(manifests, out / "dataset", config, RunOptions(num_cpus=num_cpus))
@@ -166,6 +170,7 @@ def run_demo(
 
     dataset = json.loads((out / "dataset" / "dataset.json").read_text())
     metrics = demo_report.read_metrics(out / "run")
+    val_metrics = demo_report.read_val_metrics(out / "run")
     demo_report.loss_plot(metrics, out / "loss.png", len(dataset["vocabulary"]["wnids"]))
     audit = demo_report.dedup_audit(
         data / "manifest.parquet", out / "dataset/index/rejects.parquet"
@@ -186,6 +191,7 @@ def run_demo(
             metrics=metrics,
             train_summary=trained,
             dataset=dataset,
+            val_metrics=val_metrics,
             paths={
                 "ingest_plot": "dataset/index/report.png",
                 "loss_plot": "loss.png",

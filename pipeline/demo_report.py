@@ -132,6 +132,7 @@ def render_report(
     train_summary: dict,
     dataset: dict,
     paths: dict[str, str],
+    val_metrics: dict | None = None,
 ) -> str:
     """The whole report.md; `paths` are relative to the report (plots, dataset, run)."""
     splits = dataset["splits"]["train"]
@@ -220,4 +221,41 @@ def render_report(
         f"and `metrics.jsonl` are in `{paths['run']}`; the dataset is in `{paths['dataset']}`.",
         "",
     ]
+    lines += held_out_section(val_metrics)
     return "\n".join(lines)
+
+
+def read_val_metrics(run: Path) -> dict | None:
+    """The trainer's last evaluation of the held-out split (`val.jsonl`), if it ran one."""
+    path = Path(run) / "val.jsonl"
+    if not path.exists():
+        return None
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return rows[-1] if rows else None
+
+
+def held_out_section(val: dict | None) -> list[str]:
+    """Hashtag metrics on the `--holdout` split, overall and by label-frequency third."""
+    if val is None:
+        return ["## Held-out evaluation", "", "No held-out split was evaluated.", ""]
+
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{100 * v:.1f}"
+
+    rows = [["all", val["images"], val["map_labels"], pct(val["top1"]), pct(val["top5"]),
+             pct(val["mAP"])]]  # fmt: skip
+    for name, g in val.get("groups", {}).items():
+        rows.append([name, g["images"], g["map_labels"], pct(g["top1"]), pct(g["top5"]),
+                     pct(g["mAP"])])  # fmt: skip
+    return [
+        "## Held-out evaluation",
+        "",
+        f"The trainer scored the `{val.get('split', 'val')}` split (ingest `--holdout`, chosen by",
+        f"key hash) at step {val.get('step', '?')}: top-1/top-5 count a prediction as a hit when",
+        "it is any of the image's labels; mAP is over labels with held-out images; head, torso",
+        "and tail are thirds of the vocabulary by training frequency (`weakly eval` prints the",
+        "same table for any checkpoint).",
+        "",
+        markdown_table(["labels", "images", "mAP labels", "top-1 %", "top-5 %", "mAP %"], rows),
+        "",
+    ]

@@ -39,6 +39,11 @@ def test_quick_demo_writes_report_plots_and_model(demo_out):
     assert (demo_out / "run/checkpoints/last.pt").exists()
     dataset = json.loads((demo_out / "dataset/dataset.json").read_text())
     assert f"{dataset['splits']['train']['samples']:,} samples" in report
+    # The held-out split is scored at the end of training and its numbers are the report's.
+    val = [json.loads(x) for x in (demo_out / "run/val.jsonl").read_text().splitlines()][-1]
+    assert val["split"] == "val" and val["step"] == 20
+    assert val["images"] == dataset["splits"]["val"]["samples"] > 0
+    assert f"| all | {val['images']} | {val['map_labels']} |" in report
 
 
 def test_report_dedup_numbers_match_the_run(demo_out):
