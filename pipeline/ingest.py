@@ -130,7 +130,7 @@ def sample_json(record: dict, prepared) -> str:
 def process_chunk(rows: pa.Table, config: IngestConfig, eval_index, part_path: str) -> dict:
     """Pass 2 for one chunk; writes `part_path` atomically and returns counts."""
     records = rows.to_pylist()
-    fetched = fetch_iter([(r["url"], r["path"], r["image"]) for r in records], config.fetch)
+    fetched = fetch_iter([(r["url"], r["fetch_path"], r["image"]) for r in records], config.fetch)
     out: dict[str, list] = {name: [] for name in PART_SCHEMA.names}
     prepared_rows = []
     for record, data in zip(records, fetched, strict=True):
@@ -288,6 +288,11 @@ class IngestSummary:
         return "\n".join(lines)
 
 
+def local_absolute(path: str) -> str:
+    """A local path made absolute against the driver's cwd; URLs (`scheme://`) as they are."""
+    return path if "://" in path else os.path.abspath(path)
+
+
 def _init_ray(options: RunOptions):
     import ray
 
@@ -359,8 +364,10 @@ def ingest(
 ) -> IngestSummary:
     """Run the whole job; rerunning the same call after a crash finishes what is missing."""
     start = time.perf_counter()
-    out = Path(out)
-    files = list_manifest_files(manifests)
+    # Ray workers on other nodes (or under `ray job submit`) do not share the driver's working
+    # directory, so every local path a task sees is made absolute here, on the driver.
+    out = Path(os.path.abspath(out))
+    files = [local_absolute(f) for f in list_manifest_files(manifests)]
     _prepare_out(out, config, options)
     (out / "dataset.json").unlink(missing_ok=True)  # not complete until rewritten at the end
     ray = _init_ray(options)
@@ -395,12 +402,16 @@ def ingest(
     label_codes = pc.index_in(pc.list_flatten(live_wnids), value_set=pa.array(vocabulary))
     # The sample json is built in the pass-2 tasks from these columns, not here: at web scale
     # a per-row loop in the driver would be the job's one serial step and its largest memory.
+    live_paths = rows["path"].take(take).to_pylist()
+    # Keys and sample json keep the path as written; only what the fetcher opens is absolute.
+    fetch_paths = pa.array([local_absolute(p) if p else p for p in live_paths], pa.string())
     work = (
         rows.take(take)
         .select(["source", "row", "key", "url", "path", "image", "tags", "orig_key", "extra"])
         .append_column("bucket", pa.array(buckets[live_idx], pa.int32()))
         .append_column("weight", pa.array(weights[live_idx], pa.float64()))
         .append_column("wnids", live_wnids)
+        .append_column("fetch_path", fetch_paths)
         .append_column(
             "labels",
             pa.ListArray.from_arrays(_offsets(live_wnids), label_codes.cast(pa.int32())),
