@@ -404,7 +404,12 @@ def ingest(
     # a per-row loop in the driver would be the job's one serial step and its largest memory.
     live_paths = rows["path"].take(take).to_pylist()
     # Keys and sample json keep the path as written; only what the fetcher opens is absolute.
-    fetch_paths = pa.array([local_absolute(p) if p else p for p in live_paths], pa.string())
+    # With --path-root, paths stay as written: the fetcher resolves them inside the root and
+    # refuses the ones that leave it (an absolute path is one of those).
+    rooted = config.fetch.path_root is not None
+    fetch_paths = pa.array(
+        [local_absolute(p) if p and not rooted else p for p in live_paths], pa.string()
+    )
     work = (
         rows.take(take)
         .select(["source", "row", "key", "url", "path", "image", "tags", "orig_key", "extra"])
