@@ -9,8 +9,10 @@ import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
 
+from pipeline.cli import build_parser
 from pipeline.cli import main as weakly
 from pipeline.ingest import IngestConfig, RunOptions, ingest
+from pipeline.ingest_cli import config_from_args
 from pipeline.split import split_of, unit_hash
 from pipeline.synth import synth
 
@@ -36,6 +38,10 @@ def test_split_is_a_function_of_the_key_with_the_asked_fraction():
     assert 0.0 <= min(map(unit_hash, keys)) and max(map(unit_hash, keys)) < 1.0
     with pytest.raises(ValueError, match="--holdout 1.0"):
         IngestConfig(holdout=1.0)
+    args = build_parser(["ingest"]).parse_args(
+        ["ingest", "m.parquet", "--out", "o", "--holdout", "0.1"]
+    )
+    assert config_from_args(args).holdout == 0.1
 
 
 @pytest.fixture(scope="module")
