@@ -17,7 +17,6 @@ scheduling, so two runs give identical bytes.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -33,12 +32,12 @@ import pyarrow.parquet as pq
 
 from .fetch import FetchConfig, FetchError, fetch_iter
 from .images import ImageConfig, ImageReject, prepare_image
-from .keys import row_key, sanitise_key
-from .manifest import ROWS_SCHEMA, Columns, ManifestError, list_manifest_files, read_manifest
+from .manifest import ROWS_SCHEMA, Columns, list_manifest_files
+from .pass1 import LabelPlan, canonicalise_rows, pass1_file, plan_labels
 from .phash import HASH_VERSION, to_hex
 from .shards import ShardSample, is_committed, stats_path, write_shard
 from .split import VAL, check_holdout, shard_name, split_of, splits_for
-from .weights import WeightConfig, image_weight, synset_weights, weight_bucket
+from .weights import WeightConfig
 
 FORMAT_VERSION = 1
 
@@ -87,173 +86,6 @@ class RunOptions:
 # -- pass 1 ---------------------------------------------------------------------------------
 
 
-def canonicalise_rows(table: pa.Table, lexicon) -> pa.Table:
-    """Add `key` (sanitised, stable), `orig_key`, `wnids` and a pass-1 `reject` reason."""
-    keys, orig_keys, wnids, rejects = [], [], [], []
-    for row in table.select(["key", "url", "path", "image", "tags", "row_error"]).to_pylist():
-        if row["key"]:
-            raw_key = row["key"]
-        elif row["row_error"]:
-            raw_key = None  # an unparsable row has nothing to key on
-        else:
-            raw_key = row_key(row["url"], row["path"], row["image"], row["tags"])
-        key = sanitise_key(raw_key) if raw_key is not None else None
-        keys.append(key)
-        orig_keys.append(raw_key if key != raw_key else None)
-        labels: list[str] = []
-        if row["row_error"]:
-            reason = row["row_error"]
-        elif not row["tags"]:
-            reason = "no_tags: the tags field is empty or null"
-        elif not (row["url"] or row["path"] or row["image"] is not None):
-            reason = "no_image: row has no url, path or image bytes"
-        else:
-            labels = sorted({w for w in lexicon.canonical_many(row["tags"]) if w is not None})
-            if labels:
-                reason = None
-            elif any(lexicon.in_wordnet(t) for t in row["tags"]):
-                reason = f"out_of_vocabulary: {_brief(row['tags'])}"
-            else:
-                reason = f"no_known_tags: {_brief(row['tags'])}"
-        wnids.append(labels)
-        rejects.append(reason)
-    return (
-        table.drop_columns(["key"])
-        .append_column("key", pa.array(keys, pa.string()))
-        .append_column("orig_key", pa.array(orig_keys, pa.string()))
-        .append_column("wnids", pa.array(wnids, pa.list_(pa.string())))
-        .append_column("reject", pa.array(rejects, pa.string()))
-    )
-
-
-def _brief(tags: list[str], limit: int = 200) -> str:
-    text = " ".join(tags)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def pass1_file(url: str, columns: Columns, lexicon) -> pa.Table:
-    """Pass 1 for one manifest file. A file that cannot be read at all becomes one rejected
-    row (`row` = -1) naming the file and what is wrong, and the job goes on."""
-    try:
-        table = read_manifest(url, columns)
-    except ManifestError as exc:
-        table = pa.table({"source": [url], "row": [-1], "row_error": [f"bad_manifest: {exc}"]})
-        table = pa.table(
-            {
-                f.name: table[f.name] if f.name in table.column_names else pa.nulls(1, f.type)
-                for f in ROWS_SCHEMA
-            },
-            schema=ROWS_SCHEMA,
-        )
-    return canonicalise_rows(table, lexicon)
-
-
-def duplicate_of(keys: list[str | None]) -> list[int | None]:
-    """For each row, the index of the earlier row with the same key (None if first or keyless)."""
-    first: dict[str, int] = {}
-    out: list[int | None] = []
-    for i, key in enumerate(keys):
-        out.append(first.get(key) if key is not None else None)
-        if key is not None:
-            first.setdefault(key, i)
-    return out
-
-
-def apply_label_noise(
-    wnids: list[list[str]], keys: list[str], counts: Counter, p: float, seed: int
-) -> list[list[str]]:
-    """Replace each label with probability p by one drawn from the label marginal.
-
-    Seeded per key, so the noise does not depend on row order or chunking (Mahajan et al.'s
-    ablation draws replacements from the hashtag distribution).
-    """
-    if p <= 0:
-        return wnids
-    vocab = sorted(counts)
-    probs = np.array([counts[w] for w in vocab], dtype=np.float64)
-    cdf = np.cumsum(probs / probs.sum())
-    out = []
-    for key, labels in zip(keys, wnids, strict=True):
-        rng = np.random.default_rng(
-            int.from_bytes(hashlib.sha1(f"{seed}:{key}".encode()).digest()[:8])
-        )
-        noisy = set()
-        for label in labels:
-            if rng.random() < p:
-                noisy.add(
-                    vocab[
-                        min(int(np.searchsorted(cdf, rng.random(), side="right")), len(vocab) - 1)
-                    ]
-                )
-            else:
-                noisy.add(label)
-        out.append(sorted(noisy))
-    return out
-
-
-@dataclass
-class LabelPlan:
-    """The driver's pass-1 decisions for every input row, in input order."""
-
-    keys: list[str | None]
-    rejects: list[str | None]  # "reason: detail", or None for rows that go on to pass 2
-    wnids: list[list[str]]
-    vocabulary: tuple[str, ...]
-    counts: Counter  # f(s): images per synset among rows that go on
-    weights: list[float]
-    buckets: list[int]
-
-
-def plan_labels(rows: pa.Table, config: IngestConfig, lexicon) -> LabelPlan:
-    """Duplicate keys, vocabulary, label noise, counts, weights and buckets (a pure function)."""
-    from wordnet_tools import top_k_vocabulary
-
-    keys = rows["key"].to_pylist()
-    sources, row_numbers = rows["source"].to_pylist(), rows["row"].to_pylist()
-    rejects = [
-        f"duplicate_key: first at {sources[d]} row {row_numbers[d]}"
-        if d is not None and r is None
-        else r
-        for r, d in zip(rows["reject"].to_pylist(), duplicate_of(keys), strict=True)
-    ]
-    wnids = rows["wnids"].to_pylist()
-    if config.vocab in ("in1k", "nouns"):
-        vocabulary = tuple(sorted(lexicon.vocabulary))
-    else:
-        seen = Counter(
-            w for labels, r in zip(wnids, rejects, strict=True) if r is None for w in labels
-        )
-        vocabulary = top_k_vocabulary(seen, int(config.vocab.split(":", 1)[1]))
-    in_vocab = set(vocabulary)
-    wnids = [[w for w in labels if w in in_vocab] for labels in wnids]
-    rejects = [
-        f"out_of_vocabulary: no tag's synset is in {config.vocab}"
-        if r is None and not labels
-        else r
-        for r, labels in zip(rejects, wnids, strict=True)
-    ]
-    live = [i for i, r in enumerate(rejects) if r is None]
-    counts = Counter(w for i in live for w in wnids[i])
-    if config.label_noise > 0:
-        noisy = apply_label_noise(
-            [wnids[i] for i in live],
-            [keys[i] for i in live],
-            counts,
-            config.label_noise,
-            config.seed,
-        )
-        for i, labels in zip(live, noisy, strict=True):
-            wnids[i] = labels
-        counts = Counter(w for i in live for w in wnids[i])
-    per_synset = synset_weights(counts, config.weighting)
-    weights = [0.0] * len(keys)
-    for i in live:
-        weights[i] = image_weight(wnids[i], per_synset, counts, config.weighting)
-    max_weight = max((weights[i] for i in live), default=1.0)
-    buckets = [weight_bucket(w, max_weight) if w > 0 else -1 for w in weights]
-    return LabelPlan(keys, rejects, wnids, vocabulary, counts, weights, buckets)
-
-
 # -- pass 2 ---------------------------------------------------------------------------------
 
 PART_SCHEMA = pa.schema(
@@ -272,6 +104,27 @@ PART_SCHEMA = pa.schema(
         ("matches", pa.string()),  # JSON list of [eval_set, eval_id, distance]
     ]
 )
+
+
+def sample_json(record: dict, prepared) -> str:
+    """The `{key}.json` member: labels, tags, weight and provenance (docs/FORMAT.md)."""
+    meta = {
+        "key": record["key"],
+        "labels": record["labels"],
+        "wnids": record["wnids"],
+        "k": len(record["wnids"]),
+        "weight": record["weight"],
+        "tags": record["tags"],
+        "source": record["url"] or record["path"] or f"inline:{record['source']}:{record['row']}",
+        "width": prepared.width,
+        "height": prepared.height,
+        "phash": to_hex(prepared.phash),
+    }
+    if record["orig_key"]:
+        meta["orig_key"] = record["orig_key"]
+    if record["extra"]:
+        meta["extra"] = json.loads(record["extra"])
+    return json.dumps(meta, sort_keys=True, ensure_ascii=False)
 
 
 def process_chunk(rows: pa.Table, config: IngestConfig, eval_index, part_path: str) -> dict:
@@ -308,11 +161,7 @@ def process_chunk(rows: pa.Table, config: IngestConfig, eval_index, part_path: s
         if prepared is not None and i in matches:
             best = min(matches[i], key=lambda m: (m[2], m[0], m[1]))
             reject, detail = "eval_near_copy", f"{best[0]}/{best[1]} at distance {best[2]}"
-        meta = None
-        if reject is None:
-            meta = dict(json.loads(record["meta"]))
-            meta.update(width=prepared.width, height=prepared.height, phash=to_hex(prepared.phash))
-            meta = json.dumps(meta, sort_keys=True, ensure_ascii=False)
+        meta = sample_json(record, prepared) if reject is None else None
         out["key"].append(record["key"])
         out["source"].append(record["source"])
         out["row"].append(record["row"])
@@ -488,6 +337,11 @@ def _prepare_out(out: Path, config: IngestConfig, options: RunOptions) -> None:
     config_file.write_text(wanted)
 
 
+def _offsets(lists: pa.Array) -> pa.Array:
+    lengths = pc.fill_null(pc.list_value_length(lists), 0).to_numpy(zero_copy_only=False)
+    return pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
+
+
 def ingest(
     manifests: list[str],
     out: str | os.PathLike,
@@ -523,45 +377,25 @@ def ingest(
     for reason in rows.filter(pc.equal(rows["row"], -1))["reject"].to_pylist():
         print(f"weakly ingest: warning: {reason}")
     plan = plan_labels(rows, config, lexicon)
-    keys, rejects, wnids = plan.keys, plan.rejects, plan.wnids
     vocabulary, weights, buckets = plan.vocabulary, plan.weights, plan.buckets
-    live = [r is None for r in rejects]
-    index_of = {w: i for i, w in enumerate(vocabulary)}
 
     # Pass 2: images, in fixed chunks of the live rows (file order, then row order).
-    live_idx = np.flatnonzero(np.array(live, dtype=bool))
-    sources, rownums = rows["source"].to_pylist(), rows["row"].to_pylist()
-    tags, orig_keys, extras = (
-        rows["tags"].to_pylist(),
-        rows["orig_key"].to_pylist(),
-        rows["extra"].to_pylist(),
-    )
-    urls, paths = rows["url"].to_pylist(), rows["path"].to_pylist()
-    metas, labels = [], []
-    for i in live_idx:
-        labels.append(sorted(index_of[w] for w in wnids[i]))
-        meta = {
-            "key": keys[i],
-            "labels": labels[-1],
-            "wnids": sorted(wnids[i]),
-            "k": len(wnids[i]),
-            "weight": weights[i],
-            "tags": tags[i],
-            "source": urls[i] or paths[i] or f"inline:{sources[i]}:{rownums[i]}",
-        }
-        if orig_keys[i]:
-            meta["orig_key"] = orig_keys[i]
-        if extras[i]:
-            meta["extra"] = json.loads(extras[i])
-        metas.append(json.dumps(meta, sort_keys=True, ensure_ascii=False))
-    work = rows.take(pa.array(live_idx, pa.int64())).select(
-        ["source", "row", "key", "url", "path", "image"]
-    )
+    live_idx = np.flatnonzero(plan.live)
+    take = pa.array(live_idx, pa.int64())
+    live_wnids = plan.wnids.take(take)
+    label_codes = pc.index_in(pc.list_flatten(live_wnids), value_set=pa.array(vocabulary))
+    # The sample json is built in the pass-2 tasks from these columns, not here: at web scale
+    # a per-row loop in the driver would be the job's one serial step and its largest memory.
     work = (
-        work.append_column("bucket", pa.array([buckets[i] for i in live_idx], pa.int32()))
-        .append_column("weight", pa.array([weights[i] for i in live_idx], pa.float64()))
-        .append_column("labels", pa.array(labels, pa.list_(pa.int32())))
-        .append_column("meta", pa.array(metas, pa.string()))
+        rows.take(take)
+        .select(["source", "row", "key", "url", "path", "image", "tags", "orig_key", "extra"])
+        .append_column("bucket", pa.array(buckets[live_idx], pa.int32()))
+        .append_column("weight", pa.array(weights[live_idx], pa.float64()))
+        .append_column("wnids", live_wnids)
+        .append_column(
+            "labels",
+            pa.ListArray.from_arrays(_offsets(live_wnids), label_codes.cast(pa.int32())),
+        )
     )
     parts_dir = out / "_work" / "parts"
     part_paths, refs = [], []
@@ -580,7 +414,7 @@ def ingest(
 
     # Shards: one task per weight bucket.
     shard_dir = out / "shards"
-    used = sorted({buckets[i] for i in live_idx})
+    used = sorted(set(buckets[live_idx].tolist()))
     bucket_task = ray.remote(max_retries=3)(write_bucket)
     bucket_refs = [
         bucket_task.remote(b, part_paths, str(shard_dir), config.shard_size, config.holdout)
@@ -628,20 +462,19 @@ def _write_index(
     eval_index,
 ) -> IngestSummary:
     """Index parquets, report.png and, last, dataset.json; checks rows in = written + rejected."""
-    rejects, vocabulary, counts = plan.rejects, plan.vocabulary, plan.counts
+    vocabulary, counts = plan.vocabulary, plan.counts
     index = out / "index"
-    reject_rows = {"source": [], "row": [], "key": [], "reason": [], "detail": []}
-    for source, row, key, reason in zip(
-        rows["source"].to_pylist(),
-        rows["row"].to_pylist(),
-        rows["key"].to_pylist(),
-        rejects,
-        strict=True,
-    ):
-        if reason is not None:
-            head, _, tail = reason.partition(": ")
-            for name, value in zip(reject_rows, (source, row, key, head, tail), strict=True):
-                reject_rows[name].append(value)
+    rejected = np.flatnonzero(~plan.live)
+    reasons = plan.rejects.take(pa.array(rejected, pa.int64())).to_pylist()
+    heads_tails = [reason.partition(": ") for reason in reasons]
+    picked = rows.take(pa.array(rejected, pa.int64()))
+    reject_rows = {
+        "source": picked["source"].to_pylist(),
+        "row": picked["row"].to_pylist(),
+        "key": picked["key"].to_pylist(),
+        "reason": [head for head, _, _ in heads_tails],
+        "detail": [tail for _, _, tail in heads_tails],
+    }
     samples = {"key": [], "split": [], "shard": [], "labels": [], "weight": [], "phash": []}
     matches = {"key": [], "eval_set": [], "eval_id": [], "distance": []}
     columns = [

@@ -9,24 +9,79 @@ collide; the mapping is recorded in the sample json (`orig_key`).
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 
-_SAFE = re.compile(r"^[A-Za-z0-9_-]{1,90}$")  # USTAR names: 100 bytes with ".json"
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+_SAFE = re.compile(r"[A-Za-z0-9_-]{1,90}")  # USTAR names: 100 bytes with ".json"
+# The same rule for Arrow's RE2, where `$` matches only at the very end (Python's `$` also
+# matches before a final newline, which is why `_SAFE` is used with fullmatch).
+SAFE_KEY_PATTERN = "^" + _SAFE.pattern + "$"
 _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9_-]+")
 
 
 def sanitise_key(key: str) -> str:
-    if _SAFE.match(key):
+    if _SAFE.fullmatch(key):
         return key
     readable = _UNSAFE_CHARS.sub("_", key)[:80].strip("_") or "k"
     return f"{readable}-{hashlib.sha1(key.encode('utf-8', 'surrogatepass')).hexdigest()[:12]}"
 
 
+# Derived keys hash an unambiguous text of the row: each field escaped so that NUL (the field
+# and tag separator) and \x01 (the null marker) never occur inside it.
+_NULL = "\x01"
+
+
+def _escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\x00", "\\0").replace("\x01", "\\1")
+
+
 def row_key(url: str | None, path: str | None, image: bytes | None, tags: list[str] | None) -> str:
-    """A stable key for a row without one: a digest of its image reference and tags."""
-    digest = hashlib.sha1()
-    if image is not None:
-        digest.update(hashlib.sha1(image).digest())
-    digest.update(json.dumps([url, path, tags], ensure_ascii=False).encode())
-    return digest.hexdigest()[:20]
+    """A stable key for a row without one: a digest of its image reference and tags.
+
+    `row_keys` computes the same keys for a whole table; this is the one-row definition.
+    """
+    fields = [
+        _NULL if url is None else _escape(url),
+        _NULL if path is None else _escape(path),
+        _NULL if image is None else hashlib.sha1(image).hexdigest(),
+        _NULL if tags is None else "\x00".join(_escape(t) for t in tags),
+    ]
+    return hashlib.sha1("\x00".join(fields).encode("utf-8", "surrogatepass")).hexdigest()[:20]
+
+
+def _escape_column(column: pa.Array) -> pa.Array:
+    for old, new in (("\\", "\\\\"), ("\x00", "\\0"), ("\x01", "\\1")):
+        column = pc.replace_substring(column, old, new)
+    return column
+
+
+def row_keys(url: pa.Array, path: pa.Array, image: pa.Array, tags: pa.Array) -> list[str]:
+    """`row_key` for every row, with the text built by Arrow kernels (one sha1 call per row
+    is all the Python left), because keyless manifests make this the hot loop of pass 1."""
+    n = len(url)
+    images = image.to_pylist() if image.null_count < n else None
+    digests = pa.array(
+        [None if b is None else hashlib.sha1(b).hexdigest() for b in images]
+        if images is not None
+        else pa.nulls(n, pa.string()),
+        pa.string(),
+    )
+    flat = _escape_column(pc.list_flatten(tags))
+    offsets = pc.list_parent_indices(tags).to_numpy(zero_copy_only=False)
+    lengths = np.bincount(offsets, minlength=n) if n else np.zeros(0, np.int64)
+    rebuilt = pa.ListArray.from_arrays(
+        pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)), flat
+    )
+    joined = pc.if_else(pc.is_null(tags), pa.nulls(n, pa.string()), pc.binary_join(rebuilt, "\x00"))
+    parts = [
+        pc.fill_null(_escape_column(url), _NULL),
+        pc.fill_null(_escape_column(path), _NULL),
+        pc.fill_null(digests, _NULL),
+        pc.fill_null(joined, _NULL),
+    ]
+    text = pc.binary_join_element_wise(*parts, "\x00").cast(pa.binary())
+    sha1 = hashlib.sha1
+    return [sha1(b).hexdigest()[:20] for b in text.to_pylist()]

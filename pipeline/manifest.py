@@ -16,7 +16,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import fsspec
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 MANIFEST_SUFFIXES = (".parquet", ".jsonl", ".json", ".ndjson", ".csv", ".tsv")
@@ -145,6 +148,90 @@ def _records_to_table(source: str, records: list[dict], columns: Columns) -> pa.
     return pa.table(out, schema=ROWS_SCHEMA)
 
 
+_STRINGS = (pa.string(), pa.large_string())
+_BINARIES = (pa.binary(), pa.large_binary())
+
+
+def _column(table: pa.Table, name: str, want: pa.DataType, accept: tuple) -> pa.Array | None:
+    """The column cast to `want` if its type is one of `accept` (or all-null), else None."""
+    n = table.num_rows
+    if name not in table.column_names:
+        return pa.nulls(n, want)
+    column = table[name].combine_chunks()
+    if pa.types.is_null(column.type):
+        return pa.nulls(n, want)
+    if column.type not in accept:
+        return None
+    return column.cast(want)
+
+
+def _columnar_tags(table: pa.Table, name: str) -> pa.Array | None:
+    """Tags as list<string> without a Python pass, when the column is a list of strings or
+    a string (split on whitespace and commas, exactly as `_as_tags` does); else None."""
+    n = table.num_rows
+    if name not in table.column_names:
+        return pa.nulls(n, pa.list_(pa.string()))
+    column = table[name].combine_chunks()
+    if pa.types.is_null(column.type):
+        return pa.nulls(n, pa.list_(pa.string()))
+    if column.type in _STRINGS:
+        # Python's split() decides what whitespace is; one call per row is cheap and exact.
+        split = [None if v is None else v.replace(",", " ").split() for v in column.to_pylist()]
+        return pa.array(split, pa.list_(pa.string()))
+    is_list = pa.types.is_list(column.type) or pa.types.is_large_list(column.type)
+    if not is_list or column.type.value_type not in _STRINGS:
+        return None
+    column = column.cast(pa.list_(pa.string()))
+    values = pc.list_flatten(column)
+    if values.null_count:  # null items are skipped, as in the row-by-row reader
+        keep = pc.is_valid(values)
+        parents = pc.list_parent_indices(column).filter(keep).to_numpy()
+        lengths = np.bincount(parents, minlength=n)
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+        rebuilt = pa.ListArray.from_arrays(pa.array(offsets), values.filter(keep))
+        column = pc.if_else(pc.is_null(column), pa.nulls(n, column.type), rebuilt)
+    return column
+
+
+def _columnar_to_rows(source: str, table: pa.Table, columns: Columns) -> pa.Table | None:
+    """`ROWS_SCHEMA` straight from Arrow columns (no per-row Python objects), when every
+    column has a plain type; None sends the table to the careful row-by-row path."""
+    n = table.num_rows
+    key = _column(table, columns.key, pa.string(), _STRINGS + (pa.int32(), pa.int64()))
+    url = _column(table, columns.url, pa.string(), _STRINGS)
+    path = _column(table, columns.path, pa.string(), _STRINGS)
+    image = _column(table, columns.image, pa.binary(), _BINARIES)
+    if image is None and table[columns.image].type in _STRINGS:
+        image = pa.nulls(n, pa.binary())  # inline images must be bytes; a string is missing
+    tags = _columnar_tags(table, columns.tags)
+    if any(c is None for c in (key, url, path, image, tags)):
+        return None
+    extra: pa.Array = pa.nulls(n, pa.string())
+    carried = [c for c in columns.extra if c in table.column_names]
+    if carried:
+        extra = pa.array(
+            [
+                json.dumps(record, default=str, ensure_ascii=False)
+                for record in table.select(carried).to_pylist()
+            ],
+            pa.string(),
+        )
+    return pa.table(
+        {
+            "source": pa.repeat(pa.scalar(source, pa.string()), n),
+            "row": pa.array(np.arange(n, dtype=np.int64)),
+            "key": key,
+            "url": url,
+            "path": path,
+            "image": image,
+            "tags": tags,
+            "row_error": pa.nulls(n, pa.string()),
+            "extra": extra,
+        },
+        schema=ROWS_SCHEMA,
+    )
+
+
 def _str_or_none(value: object) -> str | None:
     if value is None or (isinstance(value, float) and value != value):
         return None
@@ -191,23 +278,39 @@ def _read_delimited(url: str, text: str, delimiter: str) -> list[dict]:
     return records
 
 
+def _columnar_jsonl(url: str, data: bytes, columns: Columns) -> pa.Table | None:
+    """A clean JSON-lines file parsed by Arrow; None when anything is unusual (a bad line,
+    mixed types, NaN, carried-through columns whose absence per line must be kept), so the
+    line-by-line reader, which names bad lines, decides instead."""
+    if columns.extra:
+        return None
+    try:
+        table = pajson.read_json(io.BytesIO(data))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    return _columnar_to_rows(url, table, columns)
+
+
 def read_manifest(url: str, columns: Columns = Columns()) -> pa.Table:
     """One manifest file as rows in `ROWS_SCHEMA`, in file order."""
     name = _strip_compression(url.lower())
     data = _read_bytes(url)
     if name.endswith(".parquet"):
         try:
-            records = pq.read_table(io.BytesIO(data)).to_pylist()
+            table = pq.read_table(io.BytesIO(data))
         except (pa.ArrowInvalid, OSError) as exc:
             raise ManifestError(f"{url}: not a readable parquet file ({exc})") from None
-        return _records_to_table(url, records, columns)
+        return _columnar_to_rows(url, table, columns) or _records_to_table(
+            url, table.to_pylist(), columns
+        )
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise ManifestError(f"{url}: line {line}: not valid UTF-8") from None
     if name.endswith((".jsonl", ".ndjson", ".json")):
-        return _records_to_table(url, _read_jsonl(url, text), columns)
+        fast = _columnar_jsonl(url, data, columns)
+        return fast if fast is not None else _records_to_table(url, _read_jsonl(url, text), columns)
     if name.endswith((".csv", ".tsv")):
         delimiter = "\t" if name.endswith(".tsv") else ","
         return _records_to_table(url, _read_delimited(url, text, delimiter), columns)

@@ -16,6 +16,8 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
+import numpy as np
+
 SCHEMES = ("inv-sqrt", "sqrt", "natural")
 REDUCERS = ("max", "mean")
 
@@ -44,6 +46,17 @@ def synset_weights(counts: Mapping[str, int], config: WeightConfig) -> dict[str,
     if config.scheme == "natural":
         return {s: 1.0 for s, f in counts.items() if f > 0}
     return {s: 1.0 / math.sqrt(f) for s, f in counts.items() if f > 0}
+
+
+def synset_weight_array(counts: np.ndarray, config: WeightConfig) -> np.ndarray:
+    """`synset_weights` for synset codes 0..V-1 with image counts `counts` (0 where unused)."""
+    counts = np.asarray(counts, dtype=np.float64)
+    if config.scheme == "natural":
+        return (counts > 0).astype(np.float64)
+    out = np.zeros_like(counts)
+    used = counts > 0
+    out[used] = 1.0 / np.sqrt(counts[used])
+    return out
 
 
 def image_weight(

@@ -1,0 +1,367 @@
+"""Pass 1 of ingest, metadata only: canonical labels, keys, reject reasons, then the label plan.
+
+Everything here works on Arrow columns and numpy arrays, not on per-row Python objects: a
+web-scale manifest has billions of rows, but only a few million distinct tags, so the lexicon
+is consulted once per distinct tag and the per-row work (label sets, duplicates, counts,
+weights) is array arithmetic. Python touches a row only to build a message for a row that is
+rejected or a key that must be derived or sanitised.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .keys import SAFE_KEY_PATTERN, row_keys, sanitise_key
+from .manifest import ROWS_SCHEMA, Columns, ManifestError, read_manifest
+from .weights import WeightConfig, synset_weight_array, weight_bucket
+
+
+class PlanConfig(Protocol):
+    vocab: str
+    weighting: WeightConfig
+    label_noise: float
+    seed: int
+
+
+def _list_parts(lists: pa.Array) -> tuple[np.ndarray, pa.Array]:
+    """(row index of each item, flat items) of a list array; null lists have no items."""
+    parents = pc.list_parent_indices(lists).to_numpy(zero_copy_only=False).astype(np.int64)
+    return parents, pc.list_flatten(lists)
+
+
+def _lists_from_pairs(rows: np.ndarray, codes: np.ndarray, names: pa.Array, n: int) -> pa.Array:
+    """Per-row sorted, duplicate-free lists of `names[code]` from (row, code) pairs."""
+    width = max(len(names), 1)
+    # Rows arrive in order, so the pairs are nearly sorted and a stable sort is cheap.
+    pairs = np.sort(rows.astype(np.int64) * width + codes, kind="stable")
+    if len(pairs):
+        pairs = pairs[np.concatenate([[True], pairs[1:] != pairs[:-1]])]
+    counts = np.bincount(pairs // width, minlength=n)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+    values = names.take(pa.array(pairs % width)) if len(pairs) else pa.array([], names.type)
+    return pa.ListArray.from_arrays(pa.array(offsets), values)
+
+
+def _brief(tags: list[str], limit: int = 200) -> str:
+    text = " ".join(tags)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _scatter(column: pa.Array, at: np.ndarray, values: list) -> pa.Array:
+    """`column` with positions `at` (ascending) replaced by `values`, without a Python list
+    of every row."""
+    if len(at) == 0:
+        return column
+    mask = np.zeros(len(column), dtype=bool)
+    mask[at] = True
+    return pc.replace_with_mask(column, pa.array(mask), pa.array(values, column.type))
+
+
+def _row_keys(table: pa.Table) -> tuple[pa.Array, pa.Array]:
+    """(key, orig_key): given keys sanitised, missing keys derived from the row's content."""
+    n = table.num_rows
+    given = table["key"].combine_chunks()
+    has_key = pc.fill_null(pc.not_equal(given, ""), False).to_numpy(zero_copy_only=False)
+    has_error = pc.is_valid(table["row_error"]).to_numpy(zero_copy_only=False)
+    # An unparsable row without a key has nothing to key on: null.
+    raw = pc.if_else(pa.array(has_key), given, pa.nulls(n, pa.string()))
+    derive = np.flatnonzero(~has_key & ~has_error)
+    if len(derive):
+        part = table.take(pa.array(derive))
+        derived = row_keys(
+            part["url"].combine_chunks(),
+            part["path"].combine_chunks(),
+            part["image"].combine_chunks(),
+            part["tags"].combine_chunks(),
+        )
+        raw = _scatter(raw, derive, derived)
+    safe = pc.fill_null(pc.match_substring_regex(raw, SAFE_KEY_PATTERN), True)
+    unsafe = np.flatnonzero(~safe.to_numpy(zero_copy_only=False))
+    originals = raw.take(pa.array(unsafe, pa.int64())).to_pylist()
+    cleaned = [sanitise_key(k) for k in originals]
+    keys = _scatter(raw, unsafe, cleaned)
+    orig = _scatter(
+        pa.nulls(n, pa.string()),
+        unsafe,
+        [o if c != o else None for o, c in zip(originals, cleaned, strict=True)],
+    )
+    return keys, orig
+
+
+def canonicalise_rows(table: pa.Table, lexicon) -> pa.Table:
+    """Add `key` (sanitised, stable), `orig_key`, `wnids` and a pass-1 `reject` reason."""
+    n = table.num_rows
+    tags = table["tags"].combine_chunks()
+    parents, flat = _list_parts(tags)
+    encoded = pc.dictionary_encode(flat) if len(flat) else None
+    distinct = encoded.dictionary.to_pylist() if encoded is not None else []
+    found = lexicon.canonical_many(distinct)
+    wnid_names = sorted({w for w in found if w is not None})
+    code_of = {w: i for i, w in enumerate(wnid_names)}
+    distinct_code = np.array([code_of.get(w, -1) for w in found] + [-1], dtype=np.int64)
+    flat_code = (
+        distinct_code[encoded.indices.to_numpy(zero_copy_only=False)]
+        if encoded is not None
+        else np.zeros(0, np.int64)
+    )
+    n_tags = pc.fill_null(pc.list_value_length(tags), 0).to_numpy(zero_copy_only=False)
+    row_error = table["row_error"].combine_chunks()
+    has_error = pc.is_valid(row_error).to_numpy(zero_copy_only=False)
+    has_image = (
+        pc.is_valid(table["url"]).to_numpy(zero_copy_only=False)
+        | pc.is_valid(table["path"]).to_numpy(zero_copy_only=False)
+        | pc.is_valid(table["image"]).to_numpy(zero_copy_only=False)
+    )
+    eligible = ~has_error & has_image  # rows rejected before labelling keep no labels
+    hit = (flat_code >= 0) & eligible[parents]
+    wnids = _lists_from_pairs(parents[hit], flat_code[hit], pa.array(wnid_names, pa.string()), n)
+    n_labels = np.bincount(parents[hit], minlength=n)
+    no_tags = np.flatnonzero(~has_error & (n_tags == 0))
+    no_image = np.flatnonzero(~has_error & (n_tags > 0) & ~has_image)
+    unlabelled = np.flatnonzero(~has_error & (n_tags > 0) & has_image & (n_labels == 0))
+    # Only unlabelled rows need the slower question: is any tag a WordNet noun at all?
+    in_wordnet: dict[str, bool] = {}
+    unlabelled_reasons = []
+    for row_tags in tags.take(pa.array(unlabelled, pa.int64())).to_pylist():
+        known = False
+        for tag in row_tags:
+            if tag not in in_wordnet:
+                in_wordnet[tag] = lexicon.in_wordnet(tag)
+            known = known or in_wordnet[tag]
+        kind = "out_of_vocabulary" if known else "no_known_tags"
+        unlabelled_reasons.append(f"{kind}: {_brief(row_tags)}")
+    order = np.concatenate([no_tags, no_image, unlabelled]).astype(np.int64)
+    reasons = (
+        ["no_tags: the tags field is empty or null"] * len(no_tags)
+        + ["no_image: row has no url, path or image bytes"] * len(no_image)
+        + unlabelled_reasons
+    )
+    ranked = np.argsort(order, kind="stable")
+    rejects = _scatter(row_error, order[ranked], [reasons[i] for i in ranked.tolist()])
+    keys, orig_keys = _row_keys(table)
+    return (
+        table.drop_columns(["key"])
+        .append_column("key", keys)
+        .append_column("orig_key", orig_keys)
+        .append_column("wnids", wnids)
+        .append_column("reject", rejects)
+    )
+
+
+def pass1_file(url: str, columns: Columns, lexicon) -> pa.Table:
+    """Pass 1 for one manifest file. A file that cannot be read at all becomes one rejected
+    row (`row` = -1) naming the file and what is wrong, and the job goes on."""
+    try:
+        table = read_manifest(url, columns)
+    except ManifestError as exc:
+        table = pa.table({"source": [url], "row": [-1], "row_error": [f"bad_manifest: {exc}"]})
+        table = pa.table(
+            {
+                f.name: table[f.name] if f.name in table.column_names else pa.nulls(1, f.type)
+                for f in ROWS_SCHEMA
+            },
+            schema=ROWS_SCHEMA,
+        )
+    return canonicalise_rows(table, lexicon)
+
+
+def first_occurrence(keys: pa.Array) -> np.ndarray:
+    """For each row, the index of the first row with the same key (-1 for null keys)."""
+    keys = keys.combine_chunks() if isinstance(keys, pa.ChunkedArray) else keys
+    if len(keys) == 0:
+        return np.zeros(0, np.int64)
+    encoded = pc.dictionary_encode(keys)
+    codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+    first = np.full(len(encoded.dictionary) + 1, -1, np.int64)
+    valid = np.flatnonzero(codes >= 0)
+    # np.unique's return_index is the first position of each code in `codes[valid]`.
+    uniq, at = np.unique(codes[valid], return_index=True)
+    first[uniq] = valid[at]
+    return first[codes]
+
+
+def duplicate_of(keys: list[str | None]) -> list[int | None]:
+    """For each row, the index of the earlier row with the same key (None if first or keyless)."""
+    first = first_occurrence(pa.array(keys, pa.string()))
+    return [None if f < 0 or f == i else int(f) for i, f in enumerate(first.tolist())]
+
+
+def apply_label_noise(
+    wnids: list[list[str]], keys: list[str], counts: Counter, p: float, seed: int
+) -> list[list[str]]:
+    """Replace each label with probability p by one drawn from the label marginal.
+
+    Seeded per key, so the noise does not depend on row order or chunking (Mahajan et al.'s
+    ablation draws replacements from the hashtag distribution).
+    """
+    if p <= 0:
+        return wnids
+    vocab = sorted(counts)
+    probs = np.array([counts[w] for w in vocab], dtype=np.float64)
+    cdf = np.cumsum(probs / probs.sum())
+    out = []
+    for key, labels in zip(keys, wnids, strict=True):
+        rng = np.random.default_rng(
+            int.from_bytes(hashlib.sha1(f"{seed}:{key}".encode()).digest()[:8])
+        )
+        noisy = set()
+        for label in labels:
+            if rng.random() < p:
+                noisy.add(
+                    vocab[
+                        min(int(np.searchsorted(cdf, rng.random(), side="right")), len(vocab) - 1)
+                    ]
+                )
+            else:
+                noisy.add(label)
+        out.append(sorted(noisy))
+    return out
+
+
+@dataclass
+class LabelPlan:
+    """The driver's pass-1 decisions for every input row, in input order.
+
+    Columns, not Python lists: at 10M rows a list of lists of label strings alone is gigabytes.
+    """
+
+    keys: pa.Array  # string
+    rejects: pa.Array  # string: "reason: detail", or null for rows that go on to pass 2
+    wnids: pa.Array  # list<string>, sorted; empty for rejected rows
+    vocabulary: tuple[str, ...]
+    counts: Counter  # f(s): images per synset among rows that go on
+    weights: np.ndarray  # float64, 0 for rejected rows
+    buckets: np.ndarray  # int64, -1 for rejected rows
+
+    @property
+    def live(self) -> np.ndarray:
+        return pc.is_null(self.rejects).to_numpy(zero_copy_only=False)
+
+
+def _image_weights(
+    parents: np.ndarray, codes: np.ndarray, counts: np.ndarray, n: int, config: WeightConfig
+) -> np.ndarray:
+    """Per-row weight from (row, synset code) pairs sorted by row; 0 for rows without labels.
+
+    The same law as `weights.image_weight`, as array reductions over each row's labels.
+    """
+    per_synset = synset_weight_array(counts, config)
+    weights = np.zeros(n, np.float64)
+    if len(codes) == 0:
+        return weights
+    rows, starts = np.unique(parents, return_index=True)
+    values = per_synset[codes]
+    if config.reduce == "max":
+        reduced = np.maximum.reduceat(values, starts)
+    else:
+        reduced = np.add.reduceat(values, starts) / np.diff(np.append(starts, len(codes)))
+    if config.scheme == "inv-sqrt":
+        rare = np.logical_or.reduceat(counts[codes] < config.rare_threshold, starts)
+        reduced = np.where(rare, reduced * config.rare_upsample, reduced)
+    weights[rows] = reduced
+    return weights
+
+
+def plan_labels(rows: pa.Table, config: PlanConfig, lexicon) -> LabelPlan:
+    """Duplicate keys, vocabulary, label noise, counts, weights and buckets (a pure function)."""
+    from wordnet_tools import top_k_vocabulary
+
+    n = rows.num_rows
+    key_column = rows["key"].combine_chunks()
+    first = first_occurrence(key_column)
+    rejects = rows["reject"].combine_chunks()
+    live = pc.is_null(rejects).to_numpy(zero_copy_only=False)
+    duplicates = np.flatnonzero((first >= 0) & (first != np.arange(n)) & live)
+    if len(duplicates):
+        firsts = pa.array(first[duplicates], pa.int64())
+        sources = rows["source"].combine_chunks().take(firsts).to_pylist()
+        numbers = rows["row"].combine_chunks().take(firsts).to_pylist()
+        rejects = _scatter(
+            rejects,
+            duplicates,
+            [
+                f"duplicate_key: first at {source} row {number}"
+                for source, number in zip(sources, numbers, strict=True)
+            ],
+        )
+        live[duplicates] = False
+
+    parents, flat = _list_parts(rows["wnids"].combine_chunks())
+    encoded = pc.dictionary_encode(flat) if len(flat) else None
+    names = encoded.dictionary.to_pylist() if encoded is not None else []
+    codes = (
+        encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        if encoded is not None
+        else np.zeros(0, np.int64)
+    )
+    on = live[parents] if len(parents) else np.zeros(0, bool)
+    if config.vocab in ("in1k", "nouns"):
+        vocabulary = tuple(sorted(lexicon.vocabulary))
+    else:
+        seen = np.bincount(codes[on], minlength=len(names))
+        seen_counts = {w: int(c) for w, c in zip(names, seen.tolist(), strict=True) if c}
+        vocabulary = top_k_vocabulary(seen_counts, int(config.vocab.split(":", 1)[1]))
+    # Re-code into sorted vocabulary order; labels outside the vocabulary get -1 and drop out.
+    code_in_vocab = {w: i for i, w in enumerate(vocabulary)}
+    recode = np.array([code_in_vocab.get(w, -1) for w in names] + [-1], dtype=np.int64)
+    vcodes = recode[codes] if len(codes) else codes
+    keep = vcodes >= 0  # every row's labels are cut to the vocabulary; only live rows count
+    has_label = np.bincount(parents[keep & on], minlength=n) > 0
+    outside = np.flatnonzero(live & ~has_label)
+    rejects = _scatter(
+        rejects,
+        outside,
+        [f"out_of_vocabulary: no tag's synset is in {config.vocab}"] * len(outside),
+    )
+    live &= has_label
+    vocab_names = pa.array(vocabulary, pa.string())
+    wnid_lists = _lists_from_pairs(parents[keep], vcodes[keep], vocab_names, n)
+
+    if config.label_noise > 0:
+        live_idx = np.flatnonzero(live)
+        wnids = wnid_lists.to_pylist()
+        keys = key_column.to_pylist()
+        counter = Counter(w for i in live_idx.tolist() for w in wnids[i])
+        noisy = apply_label_noise(
+            [wnids[i] for i in live_idx.tolist()],
+            [keys[i] for i in live_idx.tolist()],
+            counter,
+            config.label_noise,
+            config.seed,
+        )
+        for i, labels in zip(live_idx.tolist(), noisy, strict=True):
+            wnids[i] = labels
+        wnid_lists = pa.array(wnids, pa.list_(pa.string()))
+
+    # Counts and weights over the live rows' (row, code) pairs, sorted by row then code.
+    parents, flat = _list_parts(wnid_lists)
+    on = live[parents] if len(parents) else np.zeros(0, bool)
+    recode_final = pc.index_in(flat, value_set=vocab_names).to_numpy(zero_copy_only=False)
+    pair_rows, pair_codes = parents[on], recode_final[on].astype(np.int64)
+    counts = np.bincount(pair_codes, minlength=len(vocabulary))
+    weights = _image_weights(pair_rows, pair_codes, counts, n, config.weighting)
+    live_weights = weights[live]
+    max_weight = float(live_weights.max()) if len(live_weights) else 1.0
+    distinct, inverse = np.unique(live_weights, return_inverse=True)
+    bucket_of = np.array([weight_bucket(float(w), max_weight) for w in distinct], np.int64)
+    buckets = np.full(n, -1, np.int64)
+    buckets[live] = bucket_of[inverse] if len(distinct) else buckets[live]
+    count_map = Counter(
+        {w: int(c) for w, c in zip(vocabulary, counts.tolist(), strict=True) if c > 0}
+    )
+    return LabelPlan(
+        key_column,
+        rejects,
+        wnid_lists,
+        vocabulary,
+        count_map,
+        weights,
+        buckets,
+    )
