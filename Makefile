@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.weakly-installed
 WN_STAMP := $(VENV)/.weakly-wordnet
 
-.PHONY: test demo setup wordnet lint clean
+.PHONY: test demo setup wordnet lint clean cli-reference
 
 setup: $(STAMP) $(WN_STAMP)
 
@@ -41,12 +41,17 @@ wordnet-debian:
 lint: setup
 	@$(VENV)/bin/ruff check -q pipeline train wordnet_tools tests benchmarks
 	@$(VENV)/bin/ruff format -q --check pipeline train wordnet_tools tests benchmarks
+	@$(VENV)/bin/hadolint docker/Dockerfile docker/Dockerfile.cuda
 
 test: setup lint
 	@$(VENV)/bin/pytest -q
 
 demo: setup
 	@$(VENV)/bin/weakly demo
+
+# docs/CLI.md is generated from the parser; tests/test_docs.py fails when it is stale.
+cli-reference: setup
+	@$(PY) -m pipeline.cli_reference
 
 clean:
 	rm -rf $(VENV) .cache demo-out .pytest_cache .ruff_cache

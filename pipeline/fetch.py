@@ -1,13 +1,18 @@
 """Fetching image bytes: http(s) URLs, local or fsspec paths, inline bytes.
 
 Failures raise `FetchError` with a short machine-readable reason (`http_404`, `timeout`,
-`too_large`, `missing_file`, `bad_scheme`, ...) that lands in the rejects table. Time and
-memory per row are bounded: a socket timeout per read, an overall deadline, a byte cap.
+`too_large`, `short_body`, `missing_file`, `bad_scheme`, ...) that lands in the rejects table.
+Time and memory per row are bounded: a socket timeout per read, an overall deadline enforced by
+a watchdog that shuts the sockets (so a server dripping bytes cannot hold a row), a byte cap.
 """
 
 from __future__ import annotations
 
+import http.client
+import os
+import posixpath
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -35,6 +40,32 @@ class FetchConfig:
     backoff: float = 0.5  # first retry waits this long, then doubles
     max_bytes: int = 32 << 20
     threads: int = 16
+    path_root: str | None = None  # when set, `path` rows must name files inside it
+
+
+def resolve_path(path: str, root: str | None) -> str:
+    """The file a manifest `path` names, confined to `root` when one is set.
+
+    With a root, a manifest can only name files under it: absolute paths, other URLs, `..`
+    escapes and (locally) symlinks pointing out are `path_outside_root`, so a hostile manifest
+    cannot pull arbitrary files of the ingest machine into the shards.
+    """
+    if root is None:
+        return path
+    if "\x00" in path:
+        raise FetchError("bad_path", "path contains a NUL byte")
+    if "://" in path or path.startswith(("/", "\\")) or os.path.isabs(path):
+        raise FetchError("path_outside_root", f"{path[:200]} is absolute; paths are under the root")
+    if "://" in root:
+        norm = posixpath.normpath(path)
+        if norm == ".." or norm.startswith("../"):
+            raise FetchError("path_outside_root", f"{path[:200]} leaves {root}")
+        return f"{root.rstrip('/')}/{norm}"
+    base = os.path.realpath(root)
+    full = os.path.realpath(os.path.join(base, path))
+    if os.path.commonpath([base, full]) != base:
+        raise FetchError("path_outside_root", f"{path[:200]} leaves {root}")
+    return full
 
 
 class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
@@ -46,13 +77,89 @@ class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
-_OPENER = urllib.request.build_opener(_HttpOnlyRedirects)
+class _Watchdog:
+    """Shuts down every socket of one fetch when its deadline passes.
+
+    A per-read socket timeout does not bound a server that drips one byte every few seconds
+    (slowloris), in the headers or the body: each read succeeds, so the row would hang for
+    hours. Closing the sockets from a timer thread makes the blocked read return at once.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.expired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(max(0.0, seconds), self._expire)
+        self._timer.daemon = True
+
+    def watch(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.append(sock)
+            if self.expired:
+                self._shut(sock)
+
+    @staticmethod
+    def _shut(sock: socket.socket) -> None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for sock in self._sockets:
+                self._shut(sock)
+
+    def __enter__(self) -> _Watchdog:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._timer.cancel()
+
+
+def _watched(base: type, watchdog: _Watchdog) -> type:
+    class Connection(base):
+        def connect(self) -> None:
+            super().connect()
+            watchdog.watch(self.sock)
+
+    return Connection
+
+
+def _opener(watchdog: _Watchdog) -> urllib.request.OpenerDirector:
+    http_class = _watched(http.client.HTTPConnection, watchdog)
+    https_class = _watched(http.client.HTTPSConnection, watchdog)
+
+    class Http(urllib.request.HTTPHandler):
+        def http_open(self, req):
+            return self.do_open(http_class, req)
+
+    class Https(urllib.request.HTTPSHandler):
+        def https_open(self, req):
+            return self.do_open(https_class, req)
+
+    return urllib.request.build_opener(_HttpOnlyRedirects, Http, Https)
 
 
 def _http_once(url: str, config: FetchConfig, deadline: float) -> bytes:
+    with _Watchdog(deadline - time.monotonic()) as watchdog:
+        try:
+            data = _http_read(url, config, deadline, watchdog)
+        except FetchError:
+            if not watchdog.expired:
+                raise
+            data = None
+        if watchdog.expired:  # a shut-down socket reads as a clean end of body
+            raise FetchError("timeout", f"no complete body within {config.deadline:g} s")
+        return data
+
+
+def _http_read(url: str, config: FetchConfig, deadline: float, watchdog: _Watchdog) -> bytes:
     request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
     try:
-        with _OPENER.open(request, timeout=config.timeout) as response:
+        with _opener(watchdog).open(request, timeout=config.timeout) as response:
             length = response.headers.get("Content-Length")
             if length and length.isdigit() and int(length) > config.max_bytes:
                 raise FetchError("too_large", f"Content-Length {length} > {config.max_bytes}")
@@ -60,13 +167,15 @@ def _http_once(url: str, config: FetchConfig, deadline: float) -> bytes:
             while True:
                 if time.monotonic() > deadline:
                     raise FetchError("timeout", f"no complete body within {config.deadline:g} s")
-                chunk = response.read(1 << 16)
+                chunk = response.read1(1 << 16)  # returns what has arrived, not 64 KiB
                 if not chunk:
                     break
                 total += len(chunk)
                 if total > config.max_bytes:
                     raise FetchError("too_large", f"body over {config.max_bytes} bytes")
                 chunks.append(chunk)
+            if length and length.isdigit() and total != int(length):
+                raise FetchError("short_body", f"{total} bytes, Content-Length said {length}")
             return b"".join(chunks)
     except urllib.error.HTTPError as exc:
         if 300 <= exc.code < 400:  # urllib refused to follow: a non-http target or a loop
@@ -94,6 +203,7 @@ def _http_once(url: str, config: FetchConfig, deadline: float) -> bytes:
 RETRYABLE = (
     "timeout",
     "connection_error",
+    "short_body",
     "http_429",
     "http_500",
     "http_502",
@@ -150,7 +260,7 @@ def fetch_one(
         if url:
             return fetch_url(url, config)
         if path:
-            return fetch_path(path, config)
+            return fetch_path(resolve_path(path, config.path_root), config)
         raise FetchError("no_image", "row has no url, path or image bytes")
     except FetchError as exc:
         return exc

@@ -17,6 +17,16 @@ from .rejects import RowReject
 
 RESIZE_MODES = ("shorter", "keep")
 
+# Formats a web image dump actually holds. Pillow can open ~40 more, some of which hand the file
+# to an external program (EPS runs Ghostscript) or parse rarely-audited containers; a hostile
+# row must not reach those decoders, so anything else is `not_an_image`.
+FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+# A small JPEG is stored as its original bytes only when it is plain: it ends at its EOI marker
+# (nothing appended: no polyglot payload rides into the shards), it has no COM segment (free text,
+# the usual place to hide one) and its APPn segments (EXIF, ICC) total at most this. Anything
+# else is re-encoded, which drops all three.
+MAX_KEPT_METADATA = 64 << 10
+
 
 class ImageReject(RowReject):
     """A row rejected while decoding or validating its image."""
@@ -54,7 +64,7 @@ def _open(data: bytes, config: ImageConfig) -> Image.Image:
     if not data:
         raise ImageReject("empty_file", "0 bytes")
     try:
-        img = Image.open(io.BytesIO(data))
+        img = Image.open(io.BytesIO(data), formats=FORMATS)
     except Image.DecompressionBombError as exc:
         raise ImageReject("too_many_pixels", str(exc)[:120]) from None
     except Exception as exc:
@@ -82,9 +92,47 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+def plain_jpeg(data: bytes, max_metadata: int = MAX_KEPT_METADATA) -> bool:
+    """True when `data` is SOI, segments, scans and EOI with nothing after it, has no comment,
+    and its APPn segments total at most `max_metadata` bytes. Anything unusual counts as not plain: the
+    caller then re-encodes, which is always safe."""
+    n, i, metadata = len(data), 2, 0
+    if not data.startswith(b"\xff\xd8"):
+        return False
+    while i + 4 <= n:
+        if data[i] != 0xFF:
+            return False
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        length = int.from_bytes(data[i + 2 : i + 4], "big")
+        if length < 2:
+            return False
+        if marker == 0xFE:
+            return False
+        if 0xE0 <= marker <= 0xEF:
+            metadata += length
+        if marker == 0xDA:  # first scan: the image ends at the first EOI after it
+            end = data.find(b"\xff\xd9", i + 2 + length)
+            return end != -1 and end + 2 == n and metadata <= max_metadata
+        i += 2 + length
+    return False
+
+
 def prepare_image(data: bytes, config: ImageConfig) -> PreparedImage:
-    """Decoded once: validated, hashed, resized and encoded. Raises ImageReject with a reason."""
+    """Decoded once: validated, hashed, resized and encoded. Raises ImageReject with a reason,
+    never anything else: whatever a malformed file makes Pillow raise costs that row only."""
     img = _open(data, config)
+    try:
+        return _prepare(img, data, config)
+    except ImageReject:
+        raise
+    except Exception as exc:
+        raise ImageReject("corrupt_image", f"{type(exc).__name__}: {exc}"[:120]) from None
+
+
+def _prepare(img: Image.Image, data: bytes, config: ImageConfig) -> PreparedImage:
     original_format = img.format
     w, h = img.size
     try:
@@ -109,6 +157,7 @@ def prepare_image(data: bytes, config: ImageConfig) -> PreparedImage:
         and original_format == "JPEG"
         and orientation == 1
         and img.mode == "RGB"
+        and plain_jpeg(data)
     )
     if not small_enough:
         scale = target / min(rgb.size)
@@ -120,5 +169,8 @@ def prepare_image(data: bytes, config: ImageConfig) -> PreparedImage:
     if keep:
         return PreparedImage(data, rgb.width, rgb.height, image_hash, True)
     out = io.BytesIO()
+    # Pillow copies a source COM segment (`info["comment"]`) into the re-encoded file; clearing
+    # `info` keeps any comment payload out of the shards.
+    rgb.info = {}
     rgb.save(out, "JPEG", quality=config.quality)
     return PreparedImage(out.getvalue(), rgb.width, rgb.height, image_hash, False)

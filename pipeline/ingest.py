@@ -5,8 +5,8 @@ Flow (one direction):
   driver: duplicate keys, vocabulary, label noise, counts f(s), weights and weight buckets;
   pass 2, one Ray task per chunk of rows: fetch, decode once, validate, hash, drop eval
     near-copies, resize, encode; each chunk commits one parquet part (atomic rename);
-  shards, one Ray task per weight bucket: sort the bucket's samples by key, cut into shards,
-    write each tar atomically with its stats file last;
+  shards, one Ray task per weight bucket: read its rows part by part, cut shards as they come
+    (each sorted by key inside), write each tar atomically with its stats file last;
   driver: index parquet files, report, and `dataset.json` last.
 
 Why chunks of rows as Ray tasks rather than one Ray Data pipeline: each chunk's output is a
@@ -35,7 +35,7 @@ from .images import ImageConfig, ImageReject, prepare_image
 from .manifest import ROWS_SCHEMA, Columns, list_manifest_files
 from .pass1 import LabelPlan, canonicalise_rows, pass1_file, plan_labels
 from .phash import HASH_VERSION, to_hex
-from .shards import ShardSample, is_committed, stats_path, write_shard
+from .shards import ShardSample, WriteFailed, atomic_write, is_committed, stats_path, write_shard
 from .split import VAL, check_holdout, shard_name, split_of, splits_for
 from .weights import WeightConfig
 
@@ -130,7 +130,7 @@ def sample_json(record: dict, prepared) -> str:
 def process_chunk(rows: pa.Table, config: IngestConfig, eval_index, part_path: str) -> dict:
     """Pass 2 for one chunk; writes `part_path` atomically and returns counts."""
     records = rows.to_pylist()
-    fetched = fetch_iter([(r["url"], r["path"], r["image"]) for r in records], config.fetch)
+    fetched = fetch_iter([(r["url"], r["fetch_path"], r["image"]) for r in records], config.fetch)
     out: dict[str, list] = {name: [] for name in PART_SCHEMA.names}
     prepared_rows = []
     for record, data in zip(records, fetched, strict=True):
@@ -192,12 +192,14 @@ def bucket_part(part_path: Path, bucket: int) -> Path:
     return part_path.with_name(f"{part_path.stem}-b{bucket:02d}.parquet")
 
 
+def _chunk(table: pa.Table, offset: int, n: int) -> pa.Table:
+    """Rows [offset, offset + n) as a table of their own. A `slice` would share the whole table's
+    buffers, and pickling it (Ray's task arguments) ships every row to every chunk task."""
+    return table.take(pa.array(np.arange(offset, min(offset + n, table.num_rows)), pa.int64()))
+
+
 def _atomic_parquet(table: pa.Table, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp)
-    with open(tmp, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, lambda handle: pq.write_table(table, handle))
 
 
 # -- shards ---------------------------------------------------------------------------------
@@ -206,39 +208,25 @@ def _atomic_parquet(table: pa.Table, path: Path) -> None:
 def write_bucket(
     bucket: int, part_paths: list[str], shard_dir: str, shard_size: int, holdout: float = 0.0
 ) -> list[dict]:
-    """Write every shard of one weight bucket (skipping committed ones); return their stats."""
-    files = [bucket_part(Path(p), bucket) for p in part_paths]
-    tables = [pq.read_table(f) for f in files if f.exists()]
-    table = pa.concat_tables(tables) if tables else pa.table({c: [] for c in BUCKET_COLUMNS})
-    table = table.sort_by("key")
-    of_key = [split_of(k, holdout) for k in table["key"].to_pylist()]
-    stats = []
-    for split in splits_for(holdout):
-        rows = table.filter(pa.array([s == split for s in of_key], pa.bool_()))
-        stats += _write_split(rows, split, bucket, shard_dir, shard_size)
-    return stats
+    """Write every shard of one weight bucket (skipping committed ones); return their stats.
 
+    Parts are read one at a time in part order and each split's shards cut as its rows arrive,
+    so a worker holds at most one part and one pending shard per split, however large the
+    bucket (BENCHMARKS.md, load). Each shard is sorted by key inside; `_write_index` assigns
+    shards in this same order.
+    """
+    stats: list[dict] = []
+    pending: dict[str, list[tuple]] = {split: [] for split in splits_for(holdout)}
+    cut: dict[str, int] = dict.fromkeys(pending, 0)
 
-def _write_split(
-    table: pa.Table, split: str, bucket: int, shard_dir: str, shard_size: int
-) -> list[dict]:
-    stats = []
-    for n, start in enumerate(range(0, table.num_rows, shard_size)):
-        piece = table.slice(start, shard_size)
-        path = Path(shard_dir) / shard_name(split, bucket, n)
-        weights = piece["weight"].to_numpy()
+    def flush(split: str, rows: list[tuple]) -> None:
+        path = Path(shard_dir) / shard_name(split, bucket, cut[split])
+        cut[split] += 1
         if is_committed(path):
             stats.append(json.loads(stats_path(path).read_text()))
-            continue
-        samples = [
-            ShardSample(k, j, json.loads(m))
-            for k, j, m in zip(
-                piece["key"].to_pylist(),
-                piece["jpeg"].to_pylist(),
-                piece["meta"].to_pylist(),
-                strict=True,
-            )
-        ]
+            return
+        weights = np.array([w for _, w, _, _ in rows], dtype=np.float64)
+        samples = [ShardSample(k, j, json.loads(m)) for k, _, m, j in rows]
         extra = {
             "split": split,
             "bucket": bucket,
@@ -246,6 +234,22 @@ def _write_split(
             "weight_max": float(weights.max()),
         }
         stats.append(write_shard(path, samples, extra))
+
+    for part in part_paths:
+        file = bucket_part(Path(part), bucket)
+        if not file.exists():
+            continue
+        t = pq.read_table(file, columns=BUCKET_COLUMNS)
+        for row in zip(*(t[c].to_pylist() for c in BUCKET_COLUMNS), strict=True):
+            pending[split_of(row[0], holdout)].append(row)
+        del t
+        for split, rows in pending.items():
+            while len(rows) >= shard_size:
+                flush(split, rows[:shard_size])
+                del rows[:shard_size]
+    for split, rows in pending.items():
+        if rows:
+            flush(split, rows)
     return stats
 
 
@@ -284,6 +288,11 @@ class IngestSummary:
         return "\n".join(lines)
 
 
+def local_absolute(path: str) -> str:
+    """A local path made absolute against the driver's cwd; URLs (`scheme://`) as they are."""
+    return path if "://" in path else os.path.abspath(path)
+
+
 def _init_ray(options: RunOptions):
     import ray
 
@@ -309,7 +318,12 @@ def _wait_all(ray, refs: list, desc: str, enabled: bool) -> list:
         done, pending = ray.wait(pending, num_returns=1)
         bar.update(len(done))
     bar.close()
-    return ray.get(refs)
+    try:
+        return ray.get(refs)
+    except ray.exceptions.RayTaskError as exc:
+        if isinstance(exc.cause, WriteFailed):  # one clear line, not a remote traceback
+            raise WriteFailed(str(exc.cause)) from None
+        raise
 
 
 def _load_lexicon(config: IngestConfig):
@@ -350,8 +364,10 @@ def ingest(
 ) -> IngestSummary:
     """Run the whole job; rerunning the same call after a crash finishes what is missing."""
     start = time.perf_counter()
-    out = Path(out)
-    files = list_manifest_files(manifests)
+    # Ray workers on other nodes (or under `ray job submit`) do not share the driver's working
+    # directory, so every local path a task sees is made absolute here, on the driver.
+    out = Path(os.path.abspath(out))
+    files = [local_absolute(f) for f in list_manifest_files(manifests)]
     _prepare_out(out, config, options)
     (out / "dataset.json").unlink(missing_ok=True)  # not complete until rewritten at the end
     ray = _init_ray(options)
@@ -386,12 +402,16 @@ def ingest(
     label_codes = pc.index_in(pc.list_flatten(live_wnids), value_set=pa.array(vocabulary))
     # The sample json is built in the pass-2 tasks from these columns, not here: at web scale
     # a per-row loop in the driver would be the job's one serial step and its largest memory.
+    live_paths = rows["path"].take(take).to_pylist()
+    # Keys and sample json keep the path as written; only what the fetcher opens is absolute.
+    fetch_paths = pa.array([local_absolute(p) if p else p for p in live_paths], pa.string())
     work = (
         rows.take(take)
         .select(["source", "row", "key", "url", "path", "image", "tags", "orig_key", "extra"])
         .append_column("bucket", pa.array(buckets[live_idx], pa.int32()))
         .append_column("weight", pa.array(weights[live_idx], pa.float64()))
         .append_column("wnids", live_wnids)
+        .append_column("fetch_path", fetch_paths)
         .append_column(
             "labels",
             pa.ListArray.from_arrays(_offsets(live_wnids), label_codes.cast(pa.int32())),
@@ -407,7 +427,7 @@ def ingest(
         if not path.exists():
             refs.append(
                 chunk_task.remote(
-                    work.slice(offset, config.chunk_rows), config, index_ref, str(path)
+                    _chunk(work, offset, config.chunk_rows), config, index_ref, str(path)
                 )
             )
     _wait_all(ray, refs, "pass 2", options.progress)
@@ -495,7 +515,7 @@ def _write_index(
         else None
     )
     if parts is not None:
-        ok = parts.filter(pc.is_null(parts["reject"])).sort_by("key")
+        ok = parts.filter(pc.is_null(parts["reject"]))  # part order: how write_bucket cuts
         positions: Counter = Counter()
         for key, bucket, weight, labels, phash in zip(
             ok["key"].to_pylist(), ok["bucket"].to_pylist(), ok["weight"].to_pylist(),
@@ -531,7 +551,7 @@ def _write_index(
                 [("key", pa.string()), ("split", pa.string()), ("shard", pa.string()),
                  ("labels", pa.list_(pa.int32())), ("weight", pa.float64()), ("phash", pa.uint64())]
             ),
-        ),
+        ).sort_by("key"),
         index / "samples.parquet",
     )  # fmt: skip
     pq.write_table(

@@ -54,6 +54,9 @@ def _add_ingest_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--retries", type=int, default=2)
     p.add_argument("--max-bytes", type=int, default=32 << 20)
     p.add_argument("--fetch-threads", type=int, default=16)
+    p.add_argument(
+        "--path-root", help="manifest paths are relative to this folder and may not leave it"
+    )
     p.add_argument("--key-column", default="key")
     p.add_argument("--url-column", default="url")
     p.add_argument("--path-column", default="path")
@@ -122,6 +125,7 @@ def config_from_args(args: argparse.Namespace) -> IngestConfig:
             retries=args.retries,
             max_bytes=args.max_bytes,
             threads=args.fetch_threads,
+            path_root=args.path_root,
         ),
         columns=columns,
         shard_size=args.shard_size,

@@ -47,7 +47,7 @@ def row_key(url: str | None, path: str | None, image: bytes | None, tags: list[s
         _NULL if url is None else _escape(url),
         _NULL if path is None else _escape(path),
         _NULL if image is None else hashlib.sha1(image).hexdigest(),
-        _NULL if tags is None else "\x00".join(_escape(t) for t in tags),
+        _NULL if tags is None else f"{len(tags)}:" + "\x00".join(_escape(t) for t in tags),
     ]
     return hashlib.sha1("\x00".join(fields).encode("utf-8", "surrogatepass")).hexdigest()[:20]
 
@@ -75,7 +75,11 @@ def row_keys(url: pa.Array, path: pa.Array, image: pa.Array, tags: pa.Array) -> 
     rebuilt = pa.ListArray.from_arrays(
         pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)), flat
     )
-    joined = pc.if_else(pc.is_null(tags), pa.nulls(n, pa.string()), pc.binary_join(rebuilt, "\x00"))
+    # The tag count comes first, so [] and [""] (both joining to "") stay apart.
+    counted = pc.binary_join_element_wise(
+        pc.cast(pa.array(lengths), pa.string()), pc.binary_join(rebuilt, "\x00"), ":"
+    )
+    joined = pc.if_else(pc.is_null(tags), pa.nulls(n, pa.string()), counted)
     parts = [
         pc.fill_null(_escape_column(url), _NULL),
         pc.fill_null(_escape_column(path), _NULL),

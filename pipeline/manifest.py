@@ -40,6 +40,13 @@ ROWS_SCHEMA = pa.schema(
 
 
 ERROR_FIELD = "__weakly_row_error__"
+# Per-row bounds on tags. Real posts carry tens of tags, each a word or two; a row past these
+# is rejected (`bad_tags`) rather than carried into pass 2, the sample json and every shard.
+MAX_TAGS_PER_ROW = 10_000
+MAX_TAG_CHARS = 1024
+# Python's csv module refuses fields over 128 kB by raising for the whole file; one oversized
+# field must cost one row, so the limit is lifted and the tag caps above decide.
+MAX_CSV_FIELD = 1 << 30
 
 
 class ManifestError(ValueError):
@@ -104,8 +111,12 @@ def _as_tags(value: object) -> tuple[list[str] | None, str | None]:
         except UnicodeDecodeError:
             return None, "tags are not valid UTF-8"
     if isinstance(value, str):
-        return [t for t in value.replace(",", " ").split() if t], None
+        if len(value) > MAX_TAGS_PER_ROW * (MAX_TAG_CHARS + 1):
+            return None, f"tags field of {len(value)} characters"
+        return _bounded([t for t in value.replace(",", " ").split() if t])
     if isinstance(value, list | tuple):
+        if len(value) > MAX_TAGS_PER_ROW:
+            return None, f"{len(value)} tags; at most {MAX_TAGS_PER_ROW}"
         tags = []
         for item in value:
             if isinstance(item, bytes):
@@ -118,8 +129,17 @@ def _as_tags(value: object) -> tuple[list[str] | None, str | None]:
             if not isinstance(item, str):
                 return None, f"a tag is a {type(item).__name__}, not a string"
             tags.append(item)
-        return tags, None
+        return _bounded(tags)
     return None, f"tags are a {type(value).__name__}, not a list or string"
+
+
+def _bounded(tags: list[str]) -> tuple[list[str] | None, str | None]:
+    if len(tags) > MAX_TAGS_PER_ROW:
+        return None, f"{len(tags)} tags; at most {MAX_TAGS_PER_ROW}"
+    longest = max((len(t) for t in tags), default=0)
+    if longest > MAX_TAG_CHARS:
+        return None, f"a tag of {longest} characters; at most {MAX_TAG_CHARS}"
+    return tags, None
 
 
 def _records_to_table(source: str, records: list[dict], columns: Columns) -> pa.Table:
@@ -165,32 +185,51 @@ def _column(table: pa.Table, name: str, want: pa.DataType, accept: tuple) -> pa.
     return column.cast(want)
 
 
-def _columnar_tags(table: pa.Table, name: str) -> pa.Array | None:
-    """Tags as list<string> without a Python pass, when the column is a list of strings or
-    a string (split on whitespace and commas, exactly as `_as_tags` does); else None."""
+def _columnar_tags(table: pa.Table, name: str) -> tuple[pa.Array, pa.Array] | None:
+    """(tags as list<string>, row error) without a Python pass over list columns, when the
+    column is a list of strings or a string; else None. Same rules and caps as `_as_tags`."""
     n = table.num_rows
+    no_errors = pa.nulls(n, pa.string())
     if name not in table.column_names:
-        return pa.nulls(n, pa.list_(pa.string()))
+        return pa.nulls(n, pa.list_(pa.string())), no_errors
     column = table[name].combine_chunks()
     if pa.types.is_null(column.type):
-        return pa.nulls(n, pa.list_(pa.string()))
+        return pa.nulls(n, pa.list_(pa.string())), no_errors
     if column.type in _STRINGS:
         # Python's split() decides what whitespace is; one call per row is cheap and exact.
-        split = [None if v is None else v.replace(",", " ").split() for v in column.to_pylist()]
-        return pa.array(split, pa.list_(pa.string()))
+        parsed = [_as_tags(v) for v in column.to_pylist()]
+        return (
+            pa.array([t for t, _ in parsed], pa.list_(pa.string())),
+            pa.array([f"bad_tags: {e}" if e else None for _, e in parsed], pa.string()),
+        )
     is_list = pa.types.is_list(column.type) or pa.types.is_large_list(column.type)
     if not is_list or column.type.value_type not in _STRINGS:
         return None
     column = column.cast(pa.list_(pa.string()))
     values = pc.list_flatten(column)
+    parents = pc.list_parent_indices(column).to_numpy(zero_copy_only=False)
     if values.null_count:  # null items are skipped, as in the row-by-row reader
         keep = pc.is_valid(values)
-        parents = pc.list_parent_indices(column).filter(keep).to_numpy()
+        parents, values = parents[keep.to_numpy(zero_copy_only=False)], values.filter(keep)
         lengths = np.bincount(parents, minlength=n)
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
-        rebuilt = pa.ListArray.from_arrays(pa.array(offsets), values.filter(keep))
+        rebuilt = pa.ListArray.from_arrays(pa.array(offsets), values)
         column = pc.if_else(pc.is_null(column), pa.nulls(n, column.type), rebuilt)
-    return column
+    too_long = pc.greater(pc.utf8_length(values), MAX_TAG_CHARS).to_numpy(zero_copy_only=False)
+    over = np.bincount(parents[too_long], minlength=n) > 0
+    over |= pc.fill_null(pc.list_value_length(column), 0).to_numpy(zero_copy_only=False) > (
+        MAX_TAGS_PER_ROW
+    )
+    errors = no_errors
+    if over.any():  # rare: let the row-by-row rules word the reason
+        bad = np.flatnonzero(over)
+        reasons = [_as_tags(t)[1] for t in column.take(pa.array(bad)).to_pylist()]
+        mask = pa.array(over)
+        errors = pc.replace_with_mask(
+            errors, mask, pa.array([f"bad_tags: {r}" for r in reasons], pa.string())
+        )
+        column = pc.if_else(mask, pa.nulls(n, column.type), column)
+    return column, errors
 
 
 def _columnar_to_rows(source: str, table: pa.Table, columns: Columns) -> pa.Table | None:
@@ -203,9 +242,10 @@ def _columnar_to_rows(source: str, table: pa.Table, columns: Columns) -> pa.Tabl
     image = _column(table, columns.image, pa.binary(), _BINARIES)
     if image is None and table[columns.image].type in _STRINGS:
         image = pa.nulls(n, pa.binary())  # inline images must be bytes; a string is missing
-    tags = _columnar_tags(table, columns.tags)
-    if any(c is None for c in (key, url, path, image, tags)):
+    parsed = _columnar_tags(table, columns.tags)
+    if parsed is None or any(c is None for c in (key, url, path, image)):
         return None
+    tags, row_error = parsed
     extra: pa.Array = pa.nulls(n, pa.string())
     carried = [c for c in columns.extra if c in table.column_names]
     if carried:
@@ -225,7 +265,7 @@ def _columnar_to_rows(source: str, table: pa.Table, columns: Columns) -> pa.Tabl
             "path": path,
             "image": image,
             "tags": tags,
-            "row_error": pa.nulls(n, pa.string()),
+            "row_error": row_error,
             "extra": extra,
         },
         schema=ROWS_SCHEMA,
@@ -238,9 +278,15 @@ def _str_or_none(value: object) -> str | None:
     return str(value) if not isinstance(value, bytes) else value.decode("utf-8", "replace")
 
 
-def _read_jsonl(url: str, text: str) -> list[dict]:
+def _read_jsonl(url: str, data: bytes) -> list[dict]:
+    """One record per line; a line that is not UTF-8 or not JSON is one bad row, not a bad file."""
     records = []
-    for number, line in enumerate(text.splitlines(), 1):
+    for number, raw in enumerate(data.split(b"\n"), 1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            records.append({ERROR_FIELD: f"bad_row: {url}: line {number}: not valid UTF-8"})
+            continue
         if not line.strip():
             continue
         try:
@@ -254,6 +300,7 @@ def _read_jsonl(url: str, text: str) -> list[dict]:
 
 
 def _read_delimited(url: str, text: str, delimiter: str) -> list[dict]:
+    csv.field_size_limit(max(csv.field_size_limit(), MAX_CSV_FIELD))
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     try:
         header = next(reader)
@@ -285,6 +332,10 @@ def _columnar_jsonl(url: str, data: bytes, columns: Columns) -> pa.Table | None:
     if columns.extra:
         return None
     try:
+        data.decode("utf-8")  # Arrow's JSON parser lets invalid UTF-8 through into strings
+    except UnicodeDecodeError:
+        return None
+    try:
         table = pajson.read_json(io.BytesIO(data))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
@@ -303,14 +354,14 @@ def read_manifest(url: str, columns: Columns = Columns()) -> pa.Table:
         return _columnar_to_rows(url, table, columns) or _records_to_table(
             url, table.to_pylist(), columns
         )
+    if name.endswith((".jsonl", ".ndjson", ".json")):
+        fast = _columnar_jsonl(url, data, columns)
+        return fast if fast is not None else _records_to_table(url, _read_jsonl(url, data), columns)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise ManifestError(f"{url}: line {line}: not valid UTF-8") from None
-    if name.endswith((".jsonl", ".ndjson", ".json")):
-        fast = _columnar_jsonl(url, data, columns)
-        return fast if fast is not None else _records_to_table(url, _read_jsonl(url, text), columns)
     if name.endswith((".csv", ".tsv")):
         delimiter = "\t" if name.endswith(".tsv") else ","
         return _records_to_table(url, _read_delimited(url, text, delimiter), columns)

@@ -54,14 +54,19 @@ def _brief(tags: list[str], limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _scatter(column: pa.Array, at: np.ndarray, values: list) -> pa.Array:
+KEY_BATCH = 65536
+
+
+def _scatter(column: pa.Array, at: np.ndarray, values: list | pa.Array) -> pa.Array:
     """`column` with positions `at` (ascending) replaced by `values`, without a Python list
     of every row."""
     if len(at) == 0:
         return column
     mask = np.zeros(len(column), dtype=bool)
     mask[at] = True
-    return pc.replace_with_mask(column, pa.array(mask), pa.array(values, column.type))
+    if not isinstance(values, pa.Array):
+        values = pa.array(values, column.type)
+    return pc.replace_with_mask(column, pa.array(mask), values)
 
 
 def _row_keys(table: pa.Table) -> tuple[pa.Array, pa.Array]:
@@ -73,15 +78,18 @@ def _row_keys(table: pa.Table) -> tuple[pa.Array, pa.Array]:
     # An unparsable row without a key has nothing to key on: null.
     raw = pc.if_else(pa.array(has_key), given, pa.nulls(n, pa.string()))
     derive = np.flatnonzero(~has_key & ~has_error)
-    if len(derive):
-        part = table.take(pa.array(derive))
-        derived = row_keys(
+    derived = []
+    for start in range(0, len(derive), KEY_BATCH):  # bounded temporaries, whatever the file size
+        part = table.take(pa.array(derive[start : start + KEY_BATCH]))
+        keys = row_keys(
             part["url"].combine_chunks(),
             part["path"].combine_chunks(),
             part["image"].combine_chunks(),
             part["tags"].combine_chunks(),
         )
-        raw = _scatter(raw, derive, derived)
+        derived.append(pa.array(keys, pa.string()))
+    if derived:
+        raw = _scatter(raw, derive, pa.concat_arrays(derived))
     safe = pc.fill_null(pc.match_substring_regex(raw, SAFE_KEY_PATTERN), True)
     unsafe = np.flatnonzero(~safe.to_numpy(zero_copy_only=False))
     originals = raw.take(pa.array(unsafe, pa.int64())).to_pylist()

@@ -34,13 +34,38 @@ def _member(name: str, size: int) -> tarfile.TarInfo:
     return info
 
 
-def _fsync_write(path: Path, data: bytes) -> None:
+class WriteFailed(RuntimeError):
+    """An output file could not be written (disk full, I/O error, permissions).
+
+    Raised with the file and the OS reason in one line, after the partial `.tmp` is removed, so
+    the user sees what to fix and knows that rerunning the same command resumes cleanly.
+    """
+
+
+def write_failed(path: Path, exc: OSError) -> WriteFailed:
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    return WriteFailed(
+        f"could not write {path}: {reason}; nothing partial was committed, "
+        "fix the cause (e.g. free space) and rerun the same command to resume"
+    )
+
+
+def atomic_write(path: Path, write) -> None:
+    """`write(handle)` into `path.tmp`, fsync, rename: `path` is complete or absent."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise write_failed(path, exc) from None
+
+
+def _fsync_write(path: Path, data: bytes) -> None:
+    atomic_write(path, lambda handle: handle.write(data))
 
 
 def stats_path(tar_path: Path) -> Path:
@@ -48,7 +73,15 @@ def stats_path(tar_path: Path) -> Path:
 
 
 def is_committed(tar_path: Path) -> bool:
-    return tar_path.exists() and stats_path(tar_path).exists()
+    """The stats file exists and the tar beside it has the size it records: a tar that was
+    truncated or replaced after commit is rewritten on resume, not trusted."""
+    marker = stats_path(tar_path)
+    if not (tar_path.exists() and marker.exists()):
+        return False
+    try:
+        return json.loads(marker.read_text())["bytes"] == tar_path.stat().st_size
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 def write_shard(tar_path: Path, samples: Iterable[ShardSample], extra_stats: dict) -> dict:
@@ -61,7 +94,11 @@ def write_shard(tar_path: Path, samples: Iterable[ShardSample], extra_stats: dic
             tar.addfile(_member(f"{sample.key}.jpg", len(sample.jpeg)), io.BytesIO(sample.jpeg))
             tar.addfile(_member(f"{sample.key}.json", len(meta)), io.BytesIO(meta))
     data = buffer.getvalue()
-    tar_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        tar_path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise write_failed(tar_path.parent, exc) from None
+    stats_path(tar_path).unlink(missing_ok=True)  # a stale marker must never vouch for new bytes
     _fsync_write(tar_path, data)
     stats = {
         "file": tar_path.name,

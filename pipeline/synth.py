@@ -93,6 +93,14 @@ def _near_copy(eval_img: Image.Image, how: str) -> Image.Image:
     return eval_img  # recompress: re-encoded at a lower quality by the caller
 
 
+def split_photos(rng: random.Random) -> tuple[list, list]:
+    """(eval pool, training pool) of the bundled photos: the first draw of a synth run's rng,
+    so the demo can find which photos a given seed keeps out of training."""
+    photos = bundled_photos()
+    rng.shuffle(photos)
+    return photos[:EVAL_PHOTOS], photos[EVAL_PHOTOS:]
+
+
 def synth_tag_pool(vocab: str = "in1k", lexicon_dir: str | None = None) -> list[str]:
     """Lemma names whose synsets are in the vocabulary, in a fixed order."""
     from wordnet_tools import load_lexicon
@@ -133,9 +141,7 @@ def synth(
     rng = random.Random(seed)
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
-    photos = bundled_photos()
-    rng.shuffle(photos)
-    eval_pool, train_pool = photos[:EVAL_PHOTOS], photos[EVAL_PHOTOS:]
+    eval_pool, train_pool = split_photos(rng)
 
     lemmas = synth_tag_pool(vocab, lexicon_dir)
     rng.shuffle(lemmas)

@@ -242,7 +242,7 @@ def test_jsonl_fast_path_equals_line_reader(tmp_path, lines, columnar):
     path = tmp_path / "m.jsonl"
     path.write_text("\n".join(lines) + "\n")
     fast = read_manifest(str(path))
-    slow = _records_to_table(str(path), _read_jsonl(str(path), path.read_text()), Columns())
+    slow = _records_to_table(str(path), _read_jsonl(str(path), path.read_bytes()), Columns())
     assert fast.equals(slow)
     taken = _columnar_jsonl(str(path), path.read_bytes(), Columns()) is not None
     assert taken == bool(columnar)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 import re
 import shutil
 from pathlib import Path
@@ -134,4 +135,10 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not is_valid(path):
         raise ValueError(f"{path}: checksum missing or wrong; not resuming from a torn checkpoint")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
+        # weights_only refuses anything but tensors and plain containers: a file carrying code
+        # (a pickled callable) is reported, never run.
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"{path}: not a loadable weakly checkpoint ({first})") from None

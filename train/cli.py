@@ -126,12 +126,16 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
     if args.config:
         path = Path(args.config)
         text = path.read_text()
-        if path.suffix == ".json":
-            cfg = json.loads(text)
-        elif path.suffix == ".toml":
-            cfg = _toml(text, path)
-        else:
-            cfg = yaml.safe_load(text)
+        try:
+            if path.suffix == ".json":
+                cfg = json.loads(text)
+            elif path.suffix == ".toml":
+                cfg = _toml(text, path)
+            else:
+                cfg = yaml.safe_load(text)  # plain data only: a `!!python/...` tag is an error
+        except (json.JSONDecodeError, yaml.YAMLError) as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise ValueError(f"{path}: not a valid config file ({first})") from None
         if not isinstance(cfg, dict):
             raise ValueError(f"{path}: expected a mapping of flag names to values")
         defaults = _defaults()

@@ -1,0 +1,92 @@
+"""`weakly ingest` against a real two-node Ray cluster (two `ray start` processes), both as a
+driver joining with `--address` and as a `ray job submit` job: the output must be byte-identical
+to the embedded local-Ray run of the same command."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from ray_cluster import RAY, LocalCluster
+
+from pipeline.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+WEAKLY = [sys.executable, "-m", "pipeline.cli"]
+
+
+def _digest(out: Path) -> dict[str, str]:
+    """sha256 of every output file a reader uses (not the resume state, not the plot)."""
+    return {
+        str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(out.rglob("*"))
+        if p.is_file() and "_work" not in p.parts and p.name != "report.png"
+    }
+
+
+@pytest.fixture(scope="module")
+def job_inputs(tmp_path_factory, lexicon_dir):
+    root = tmp_path_factory.mktemp("cluster-data")
+    subprocess.run(
+        [*WEAKLY, "synth", "--n", "30", "--out", str(root / "syn"), "--eval-out",
+         str(root / "eval"), "--eval-images", "4", "--planted-fraction", "0.2",
+         "--max-px", "700"],
+        check=True, capture_output=True, cwd=ROOT,
+    )  # fmt: skip
+    subprocess.run(
+        [*WEAKLY, "eval-index", "build", "--eval", f"demo={root / 'eval'}", "--out",
+         str(root / "eval.idx")],
+        check=True, capture_output=True, cwd=ROOT,
+    )  # fmt: skip
+    options = ["--eval-index", "eval.idx", "--lexicon-dir", str(lexicon_dir), "--shard-size", "8"]
+    options += ["--chunk-rows", "4", "--no-progress"]
+    return root, options
+
+
+def test_cluster_ingest_equals_local_run(job_inputs, tmp_path, monkeypatch):
+    root, options = job_inputs
+    monkeypatch.chdir(root)  # the reference: the same command on the in-process local Ray
+    assert main(["ingest", "syn/manifest.parquet", "--out", "local", *options]) == 0
+    want = _digest(root / "local")
+    dataset = json.loads((root / "local" / "dataset.json").read_text())
+    assert dataset["totals"]["input_rows"] == 30 and dataset["eval_dedup"]["removed"] >= 1
+    assert any(name.startswith("shards/") and name.endswith(".tar") for name in want)
+
+    with LocalCluster(tmp_path / "ray", pythonpath=str(ROOT)) as cluster:
+        assert cluster.alive_nodes() == 2
+        # A driver joining the cluster, paths relative to its own cwd (the Ray workers run
+        # elsewhere: the job must not depend on sharing a working directory with them).
+        joined = subprocess.run(
+            [*WEAKLY, "ingest", "syn/manifest.parquet", "--out", "joined", *options,
+             "--address", cluster.address],
+            cwd=root, env=cluster.env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert joined.returncode == 0, joined.stderr[-3000:] + cluster.logs()
+        assert "rows in" in joined.stdout
+        assert _digest(root / "joined") == want
+
+        # The same command as a Ray job: the entrypoint runs on the cluster with --address auto.
+        entry = [*WEAKLY, "ingest", str(root / "syn" / "manifest.parquet"), "--out",
+                 str(root / "submitted"), *options, "--address", "auto"]  # fmt: skip
+        entry[entry.index("eval.idx")] = str(root / "eval.idx")
+        submitted = subprocess.run(
+            [RAY, "job", "submit", "--address", cluster.dashboard, "--", *entry],
+            cwd=tmp_path, env=cluster.env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
+        assert "succeeded" in submitted.stdout and "rows in" in submitted.stdout
+        assert _digest(root / "submitted") == want
+
+
+def test_driver_side_paths_are_absolute_and_urls_untouched(tmp_path, monkeypatch):
+    """What makes the cluster run independent of the workers' cwd (pure function)."""
+    from pipeline.ingest import local_absolute
+
+    monkeypatch.chdir(tmp_path)
+    assert local_absolute("syn/manifest.parquet") == str(tmp_path / "syn" / "manifest.parquet")
+    assert local_absolute("/abs/m.jsonl") == "/abs/m.jsonl"
+    assert local_absolute("s3://bucket/m.parquet") == "s3://bucket/m.parquet"

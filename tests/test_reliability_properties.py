@@ -1,0 +1,144 @@
+"""Property tests (hypothesis) on the pure functions hostile input flows through: tag
+normalisation, key sanitising, weights, and the sampler's frequency law."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import pyarrow as pa
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline.ingest import IngestConfig, canonicalise_rows, plan_labels
+from pipeline.keys import sanitise_key
+from pipeline.manifest import ROWS_SCHEMA
+from pipeline.weights import WeightConfig, image_weight, synset_weights
+from train.sampler import Plan, emission_counts, expected_frequency, visit_draws
+from train.shards import MEMBER_RE
+from wordnet_tools.normalise import MAX_FORM_LENGTH, normalise_tag
+
+HOSTILE_TEXT = st.text(
+    st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=200
+) | st.sampled_from(["../../etc/passwd", "/abs", "a\x00b", "\r\n", "#", "..", "a.b.c", "ﬁ", "Ⅻ"])
+
+
+@given(HOSTILE_TEXT)
+@settings(max_examples=400, deadline=None)
+def test_normalised_tags_are_stable_alphanumeric_forms(tag):
+    form = normalise_tag(tag)
+    if form is None:
+        return
+    assert form == normalise_tag(form)  # idempotent: lemmas and tags meet in one space
+    assert all(c.isalnum() for c in form) and not form.isdigit()
+    assert 0 < len(form) <= MAX_FORM_LENGTH
+    assert normalise_tag("#" + tag) == form == normalise_tag(f"_{tag}-")
+
+
+@given(HOSTILE_TEXT)
+@settings(max_examples=400, deadline=None)
+def test_sanitised_keys_are_tar_safe_and_readable_by_the_trainer(key):
+    safe = sanitise_key(key) if key else "k"
+    for ext in ("jpg", "json"):
+        name = f"{safe}.{ext}"
+        assert MEMBER_RE.match(name) and len(name.encode()) <= 100  # USTAR name field
+    assert sanitise_key(safe) == safe == sanitise_key(key or "k")
+    assert "/" not in safe and "." not in safe and "\x00" not in safe
+
+
+@given(st.lists(HOSTILE_TEXT.filter(bool), min_size=2, max_size=20, unique=True))
+@settings(max_examples=200, deadline=None)
+def test_distinct_unsafe_keys_stay_distinct(keys):
+    unsafe = [k for k in keys if sanitise_key(k) != k]
+    assert len({sanitise_key(k) for k in unsafe}) == len(unsafe)
+
+
+def test_a_key_forged_to_collide_is_a_recorded_duplicate(in1k_lexicon):
+    """`a.b` sanitises to `a_b-<digest>`; a row whose own key is that string collides. It must be
+    rejected as a duplicate (named), never overwrite the other sample."""
+    forged = sanitise_key("a.b")
+    rows = pa.table(
+        {
+            "source": ["m.jsonl", "m.jsonl"], "row": [0, 1], "key": ["a.b", forged],
+            "url": [None, None], "path": ["/x.jpg", "/y.jpg"], "image": [None, None],
+            "tags": [["tabby"], ["tabby"]], "row_error": [None, None], "extra": [None, None],
+        },
+        schema=ROWS_SCHEMA,
+    )  # fmt: skip
+    table = canonicalise_rows(rows, in1k_lexicon)
+    plan = plan_labels(table, IngestConfig(), in1k_lexicon)
+    assert plan.keys == [forged, forged]
+    assert plan.rejects == [None, "duplicate_key: first at m.jsonl row 0"]
+
+
+COUNTS = st.dictionaries(st.sampled_from("abcdefghij"), st.integers(1, 10_000), min_size=1)
+
+
+@given(COUNTS, st.data(), st.sampled_from(["inv-sqrt", "sqrt", "natural"]))
+@settings(max_examples=300, deadline=None)
+def test_image_weights_follow_their_law(counts, data, scheme):
+    labels = data.draw(st.lists(st.sampled_from(sorted(counts)), min_size=1, unique=True))
+    for reduce in ("max", "mean"):
+        config = WeightConfig(scheme, reduce)
+        per = synset_weights(counts, config)
+        w = image_weight(labels, per, counts, config)
+        assert math.isfinite(w) and w > 0
+        base = [1.0 if scheme == "natural" else counts[s] ** -0.5 for s in labels]
+        want = max(base) if reduce == "max" else sum(base) / len(base)
+        if scheme == "inv-sqrt" and min(counts[s] for s in labels) < config.rare_threshold:
+            want *= config.rare_upsample
+        assert math.isclose(w, want, rel_tol=1e-12)
+    # max reducer: a rarer extra tag can only raise the weight
+    config = WeightConfig(scheme, "max")
+    per = synset_weights(counts, config)
+    rarest = min(counts, key=counts.get)
+    assert image_weight([*labels, rarest], per, counts, config) >= image_weight(
+        labels, per, counts, config
+    ) * (1 - 1e-12)
+
+
+@given(st.lists(st.integers(1, 5000), min_size=1, max_size=30))
+@settings(max_examples=200, deadline=None)
+def test_sqrt_scheme_gives_each_synset_sqrt_of_its_count(sizes):
+    """Single-label images: a synset's total weight is f * f^-1/2 = sqrt(f) (Mahajan et al.)."""
+    counts = {f"s{i}": n for i, n in enumerate(sizes)}
+    config = WeightConfig("sqrt")
+    per = synset_weights(counts, config)
+    for s, n in counts.items():
+        total = n * image_weight([s], per, counts, config)
+        assert math.isclose(total, math.sqrt(n), rel_tol=1e-9)
+
+
+SHARDS = st.lists(
+    st.lists(st.floats(0.05, 20.0, allow_nan=False), min_size=1, max_size=12),
+    min_size=1,
+    max_size=6,
+)
+
+
+@given(SHARDS, st.integers(0, 2**31))
+@settings(max_examples=25, deadline=None, derandomize=True)
+def test_sampler_emits_each_sample_in_proportion_to_its_weight(shards, seed):
+    """Real draws (`visit_draws`, `emission_counts`) over many visits; each sample's count is
+    within 5 standard deviations of `N * c * w / total`, whatever the shard sizes."""
+    sums = tuple(float(sum(s)) for s in shards)
+    c = float(np.mean([len(s) for s in shards]))
+    plan = Plan(weight_sums=sums, seed=seed, mean_shard_size=c)
+    visits = 3000
+    got = [np.zeros(len(s)) for s in shards]
+    for v in range(visits):
+        shard, rng = visit_draws(plan, v)
+        weights = np.asarray(shards[shard])
+        got[shard] += emission_counts(weights, sums[shard], c, rng.random(len(weights)))
+    total = sum(sums)
+    for s, weights in enumerate(shards):
+        want = visits * expected_frequency(plan, np.asarray(weights))
+        p_visit = sums[s] / total
+        worst = c * np.asarray(weights) / sums[s] + 1  # max emissions of a sample per visit
+        sigma = np.sqrt(visits * p_visit) * worst
+        assert np.all(np.abs(got[s] - want) <= 5 * sigma + 1e-9), (s, got[s], want)
+
+
+def test_member_pattern_is_what_the_writer_emits():
+    assert re.fullmatch(MEMBER_RE.pattern[1:-1], "a_b-0123456789ab.json")
