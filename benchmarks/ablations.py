@@ -1,8 +1,8 @@
 """The papers' ablations at CPU scale: loss x sampling x label noise on the learnable synthetic
 long-tailed set, scored on clean held-out images by head / torso / tail thirds.
 
-    python benchmarks/ablations.py --out runs/ablations            # the full grid (~15 min)
-    python benchmarks/ablations.py --out /tmp/abl --quick          # a smoke-sized grid
+    python benchmarks/ablations.py --out runs/abl --train-seeds 4   # BENCHMARKS.md (~30 min)
+    python benchmarks/ablations.py --out /tmp/abl --quick           # a smoke-sized grid (~30 s)
 
 Steps: `weakly synth --learnable` once; one `weakly ingest --holdout` per noise level (label
 noise is applied at ingest, as in Mahajan et al., by replacing a fraction of labels with draws
@@ -46,7 +46,7 @@ class Grid:
     losses: tuple[str, ...] = ("softmax", "bce")
     samplings: tuple[str, ...] = ("weighted", "natural")
     model: str = "tiny"
-    steps: int = 400
+    steps: int = 600
     batch_size: int = 64
     image_size: int = 32
     lr: float = 1.0
