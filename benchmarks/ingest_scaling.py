@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from ingest_speed import floor_rate
 
 from pipeline.dedup import EvalIndex
 from pipeline.ingest import IngestConfig, RunOptions, ingest
@@ -103,6 +104,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         made = synth(args.pool, tmp / "pool", tmp / "eval", min_px=400, max_px=600)
+        pool = sorted((tmp / "pool" / "images").glob("*.jpg"))
+        floor = floor_rate(pool)
+        print(f"floor (decode + resize + encode loop, one core): {floor:.1f} img/s", flush=True)
         index = EvalIndex.build({"eval": str(tmp / "eval")})
         index.save(tmp / "eval.idx")
         ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False)
@@ -119,7 +123,8 @@ def main() -> None:
             results.append((n, per_image_ms, worker_peak, len(memory.peak)))
             print(
                 f"{n:>8,} rows: {summary.seconds:7.1f} s, {per_image_ms:.2f} ms/image "
-                f"({n / summary.seconds:.0f} images/s on {args.num_cpus} cores), "
+                f"({n / summary.seconds:.0f} images/s on {args.num_cpus} cores, "
+                f"{n / summary.seconds / args.num_cpus / floor:.2f} of the floor per core), "
                 f"written {summary.written:,}, peak worker RSS {worker_peak:,.0f} MiB "
                 f"over {len(memory.peak)} workers",
                 flush=True,

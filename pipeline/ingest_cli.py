@@ -15,6 +15,7 @@ from .images import RESIZE_MODES, ImageConfig
 from .ingest import IngestConfig, RunOptions, ingest
 from .manifest import Columns
 from .synth import synth
+from .synth_learnable import learnable_synth
 from .weights import REDUCERS, SCHEMES, WeightConfig
 
 
@@ -159,6 +160,21 @@ def _run_ingest(args: argparse.Namespace) -> int:
 
 
 def _run_synth(args: argparse.Namespace) -> int:
+    if args.learnable:
+        if args.eval_out:
+            raise ValueError("--eval-out plants photo near-copies; it does not go with --learnable")
+        manifest = learnable_synth(
+            args.n,
+            args.out,
+            classes=args.classes,
+            zipf=args.zipf,
+            second_tag=args.second_tag,
+            size=args.size,
+            seed=args.seed,
+            vocab=args.vocab,
+        )
+        print(f"{manifest}: {args.n} learnable images over {args.classes} synsets")
+        return 0
     result = synth(
         args.n,
         args.out,
@@ -195,4 +211,13 @@ def add_commands(subparsers: argparse._SubParsersAction, argv: list[str] | None 
     s.add_argument("--max-px", type=int, default=2000)
     s.add_argument("--eval-images", type=int, default=20)
     s.add_argument("--planted-fraction", type=float, default=0.05)
+    s.add_argument(
+        "--learnable",
+        action="store_true",
+        help="images show their tags' visual signatures, Zipf long tail (pipeline/synth_learnable.py)",
+    )
+    s.add_argument("--classes", type=int, default=24, help="--learnable: synsets (2..32)")
+    s.add_argument("--zipf", type=float, default=1.2, help="--learnable: popularity exponent")
+    s.add_argument("--second-tag", type=float, default=0.3, help="--learnable: P(a 2nd tag)")
+    s.add_argument("--size", type=int, default=64, help="--learnable: image side in pixels")
     s.set_defaults(func=_run_synth)

@@ -4,15 +4,24 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
 
+from pipeline.cli import build_parser
 from pipeline.cli import main as weakly
 from pipeline.ingest import IngestConfig, RunOptions, ingest
+from pipeline.ingest_cli import config_from_args
 from pipeline.split import split_of, unit_hash
 from pipeline.synth import synth
+from train.fixtures import build_fixture
+
+ROOT = Path(__file__).resolve().parents[1]
 
 QUIET = RunOptions(progress=False)
 
@@ -36,6 +45,10 @@ def test_split_is_a_function_of_the_key_with_the_asked_fraction():
     assert 0.0 <= min(map(unit_hash, keys)) and max(map(unit_hash, keys)) < 1.0
     with pytest.raises(ValueError, match="--holdout 1.0"):
         IngestConfig(holdout=1.0)
+    args = build_parser(["ingest"]).parse_args(
+        ["ingest", "m.parquet", "--out", "o", "--holdout", "0.1"]
+    )
+    assert config_from_args(args).holdout == 0.1
 
 
 @pytest.fixture(scope="module")
@@ -109,3 +122,31 @@ def test_trainer_evaluates_on_the_val_split(held_out, tmp_path, capsys):
                   "--val-split", "test"]  # fmt: skip
     assert weakly(bad) == 2
     assert "no shards for split 'test'" in capsys.readouterr().err
+
+
+def test_ddp_run_evaluates_once_on_rank0_and_matches_weakly_eval(tmp_path):
+    """Two torchrun ranks: rank 0 scores --val-shards while rank 1 waits at the barrier; the
+    numbers equal a later `weakly eval` of the final checkpoint (same deterministic scoring)."""
+    train_ds = build_fixture(tmp_path / "a", samples=60, classes=5, seed=1, max_side=48)
+    val_ds = build_fixture(tmp_path / "b", samples=30, classes=5, seed=2, max_side=48)
+    out = tmp_path / "ddp"
+    cmd = [
+        str(Path(sys.executable).with_name("torchrun")), "--standalone", "--nproc_per_node", "2",
+        "-m", "train", "--data", str(train_ds), "--model", "tiny", "--out", str(out),
+        "--steps", "4", "--batch-size", "6", "--image-size", "24", "--device", "cpu",
+        "--workers", "0", "--shuffle-buffer", "16", "--val-shards", str(val_ds),
+        "--val-split", "train", "--eval-every", "2",
+    ]  # fmt: skip
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    env.pop("WORLD_SIZE", None)
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(x) for x in (out / "val.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [2, 4] and all(r["images"] == 30 for r in rows)
+    report = tmp_path / "eval.json"
+    argv = ["eval", "--checkpoint", str(out / "checkpoints" / "last.pt"), "--shards",
+            str(val_ds), "--split", "train", "--json", str(report)]  # fmt: skip
+    assert weakly(argv) == 0
+    standalone = json.loads(report.read_text())
+    for name in ("top1", "top5", "mAP"):
+        assert standalone[name] == pytest.approx(rows[-1][name])

@@ -286,20 +286,24 @@ def train(args: argparse.Namespace) -> dict:
         if val is None:
             return
         if info.is_main:
-            row = evaluate(
-                model,
-                val,
-                info.device,
-                args.image_size,
-                args.batch_size,
-                args.eval_min_images,
-                max_samples=args.eval_max_samples,
-            )
-            row = {"step": step, **row}
-            with open(out / "val.jsonl", "a") as f:
-                f.write(json.dumps(row) + "\n")
-            print(f"val step {step}/{steps} ({val.url} {val.split})", flush=True)
-            print(format_metrics(row), flush=True)
+            try:
+                row = evaluate(
+                    model,
+                    val,
+                    info.device,
+                    args.image_size,
+                    args.batch_size,
+                    args.eval_min_images,
+                    max_samples=args.eval_max_samples,
+                )
+            except ValueError as exc:  # e.g. every val image corrupt: say so, keep training
+                print(f"train: warning: evaluation at step {step} skipped: {exc}", file=sys.stderr)
+            else:
+                row = {"step": step, **row}
+                with open(out / "val.jsonl", "a") as f:
+                    f.write(json.dumps(row) + "\n")
+                print(f"val step {step}/{steps} ({val.url} {val.split})", flush=True)
+                print(format_metrics(row), flush=True)
         if info.world_size > 1:
             dist.barrier()
 
