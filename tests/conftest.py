@@ -20,3 +20,13 @@ def nouns_lexicon(lexicon_dir):
 @pytest.fixture(scope="session")
 def in1k_lexicon(lexicon_dir):
     return load_lexicon("in1k", lexicon_dir=lexicon_dir)
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One embedded local Ray for every test that runs ingest in this process."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    return ray

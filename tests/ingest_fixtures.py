@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import threading
 import time
@@ -140,3 +141,13 @@ class LoopbackServer:
     def __exit__(self, *exc) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def output_digest(out: Path) -> dict[str, str]:
+    """sha256 of every output file a reader uses (not the resume state, not the plot), for
+    byte-identity checks between runs."""
+    return {
+        str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(out.rglob("*"))
+        if p.is_file() and "_work" not in p.parts and p.name != "report.png"
+    }

@@ -26,15 +26,6 @@ ROOT = Path(__file__).resolve().parents[1]
 QUIET = RunOptions(progress=False)
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-
-
 def test_split_is_a_function_of_the_key_with_the_asked_fraction():
     keys = [f"row{i:05d}" for i in range(20_000)]
     val = {k for k in keys if split_of(k, 0.2) == "val"}

@@ -7,13 +7,12 @@ import hashlib
 import io
 import json
 import tarfile
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
-from ingest_fixtures import LoopbackServer, encode, image_files, photo
+from ingest_fixtures import LoopbackServer, encode, image_files, output_digest, photo
 
 from pipeline.dedup import EvalIndex
 from pipeline.fetch import FetchConfig
@@ -24,28 +23,10 @@ from pipeline.synth import synth
 QUIET = RunOptions(progress=False)
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-
-
 def _config(lexicon_dir, **kw) -> IngestConfig:
     kw.setdefault("shard_size", 20)
     kw.setdefault("chunk_rows", 16)
     return IngestConfig(lexicon_dir=str(lexicon_dir), **kw)
-
-
-def _digest_tree(out: Path) -> dict[str, str]:
-    files = sorted(p for p in out.rglob("*") if p.is_file() and "_work" not in p.parts)
-    return {
-        str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in files
-        if p.name not in ("report.png",)
-    }
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +91,7 @@ def test_two_runs_give_identical_bytes(ray_local, synth_data, lexicon_dir, tmp_p
     config = _config(lexicon_dir, eval_index=str(root / "eval.idx"), chunk_rows=8)
     ingest(manifest, tmp_path / "a", config, QUIET)
     ingest(manifest, tmp_path / "b", config, QUIET)
-    a, b = _digest_tree(tmp_path / "a"), _digest_tree(tmp_path / "b")
+    a, b = output_digest(tmp_path / "a"), output_digest(tmp_path / "b")
     assert a == b and any(k.startswith("shards/") for k in a)
 
 
@@ -132,7 +113,7 @@ def test_resume_finishes_only_what_is_missing(ray_local, synth_data, lexicon_dir
     victim.write_bytes(victim.read_bytes()[:700])  # and truncated, as after a kill
     kept = {p.name: p.stat().st_mtime_ns for p in parts[1::2]}
     ingest(manifest, out, config, QUIET)
-    assert _digest_tree(out) == _digest_tree(tmp_path / "clean")
+    assert output_digest(out) == output_digest(tmp_path / "clean")
     assert {p.name: p.stat().st_mtime_ns for p in parts[1::2]} == kept  # done chunks not redone
 
 

@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
+from ingest_fixtures import output_digest
 
 from pipeline.cli import main
-
-
-def _digest(out: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(out.rglob("*"))
-        if p.is_file() and "_work" not in p.parts and p.name != "report.png"
-    }
 
 
 @pytest.mark.parametrize(
@@ -96,7 +87,7 @@ def test_killed_run_resumes_to_identical_output(tmp_path, lexicon_dir):
     assert "rows in" in rerun.stdout and "written" in rerun.stdout
     clean = tmp_path / "clean"
     assert main(["ingest", manifest, "--out", str(clean), "--config", str(config)]) == 0
-    assert _digest(killed) == _digest(clean)
+    assert output_digest(killed) == output_digest(clean)
     dataset = json.loads((clean / "dataset.json").read_text())
     assert (
         dataset["totals"]["input_rows"]

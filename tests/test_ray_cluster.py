@@ -4,28 +4,19 @@ to the embedded local-Ray run of the same command."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from ingest_fixtures import output_digest
 from ray_cluster import RAY, LocalCluster
 
 from pipeline.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 WEAKLY = [sys.executable, "-m", "pipeline.cli"]
-
-
-def _digest(out: Path) -> dict[str, str]:
-    """sha256 of every output file a reader uses (not the resume state, not the plot)."""
-    return {
-        str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(out.rglob("*"))
-        if p.is_file() and "_work" not in p.parts and p.name != "report.png"
-    }
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +42,7 @@ def test_cluster_ingest_equals_local_run(job_inputs, tmp_path, monkeypatch):
     root, options = job_inputs
     monkeypatch.chdir(root)  # the reference: the same command on the in-process local Ray
     assert main(["ingest", "syn/manifest.parquet", "--out", "local", *options]) == 0
-    want = _digest(root / "local")
+    want = output_digest(root / "local")
     dataset = json.loads((root / "local" / "dataset.json").read_text())
     assert dataset["totals"]["input_rows"] == 30 and dataset["eval_dedup"]["removed"] >= 1
     assert any(name.startswith("shards/") and name.endswith(".tar") for name in want)
@@ -67,7 +58,7 @@ def test_cluster_ingest_equals_local_run(job_inputs, tmp_path, monkeypatch):
         )  # fmt: skip
         assert joined.returncode == 0, joined.stderr[-3000:] + cluster.logs()
         assert "rows in" in joined.stdout
-        assert _digest(root / "joined") == want
+        assert output_digest(root / "joined") == want
 
         # The same command as a Ray job: the entrypoint runs on the cluster with --address auto.
         entry = [*WEAKLY, "ingest", str(root / "syn" / "manifest.parquet"), "--out",
@@ -79,7 +70,7 @@ def test_cluster_ingest_equals_local_run(job_inputs, tmp_path, monkeypatch):
         )  # fmt: skip
         assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
         assert "succeeded" in submitted.stdout and "rows in" in submitted.stdout
-        assert _digest(root / "submitted") == want
+        assert output_digest(root / "submitted") == want
 
 
 def test_driver_side_paths_are_absolute_and_urls_untouched(tmp_path, monkeypatch):

@@ -19,6 +19,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from hostile_http import HostileServer
+from ingest_fixtures import output_digest
 from proc_tools import cmdline, descendants
 
 from pipeline.cli import main
@@ -30,28 +31,11 @@ from train.shards import Dataset, check_shard_files, iter_tar_samples
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _digest(out: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(out.rglob("*"))
-        if p.is_file() and "_work" not in p.parts and p.name != "report.png"
-    }
-
-
 @pytest.fixture(scope="module")
 def images(tmp_path_factory, lexicon_dir):
     root = tmp_path_factory.mktemp("faults")
     synth(60, root / "syn", max_px=700, lexicon_dir=str(lexicon_dir))
     return root / "syn"
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    return ray
 
 
 def _url_manifest(images: Path, base_url: str, out: Path) -> Path:
@@ -106,7 +90,7 @@ def test_sigkill_of_a_ray_worker_mid_pass2(images, tmp_path, lexicon_dir, ray_lo
         assert killed not in descendants(os.getpid())
         clean = tmp_path / "clean"
         assert main([*cmd[3:], str(clean)]) == 0
-    assert _digest(faulty) == _digest(clean)
+    assert output_digest(faulty) == output_digest(clean)
     totals = json.loads((faulty / "dataset.json").read_text())["totals"]
     assert totals["input_rows"] == 60 == totals["written"] + totals["rejected"]
     assert totals["written"] >= 55
@@ -188,7 +172,7 @@ def test_full_disk_while_writing_shards(images, tmp_path, lexicon_dir, clean_run
             victim.write_bytes(victim.read_bytes()[:-512])
             assert not is_committed(victim)
         assert main(argv) == 0
-        assert _digest(out) == _digest(clean)
+        assert output_digest(out) == output_digest(clean)
 
 
 def test_write_error_inside_write_shard_leaves_nothing(tmp_path):
