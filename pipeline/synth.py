@@ -40,15 +40,20 @@ class SynthResult:
     eval_images: int
 
 
-def _decorate(lemma: str, rng: random.Random) -> str:
+def hashtag_text(lemma: str, rng: random.Random, camel: float = 0.35, dashed: float = 0.5) -> str:
+    """A lemma written the ways people write hashtags: `BrownBear`, `brown-bear`, `brownbear`
+    (with probabilities camel, dashed - camel, and the rest; one draw from `rng`)."""
     words = lemma.split("_")
     style = rng.random()
-    if style < 0.35:
-        text = "".join(w.capitalize() for w in words)
-    elif style < 0.5:
-        text = "-".join(words)
-    else:
-        text = "".join(words).lower()
+    if style < camel:
+        return "".join(w.capitalize() for w in words)
+    if style < dashed:
+        return "-".join(words)
+    return "".join(words).lower()
+
+
+def _decorate(lemma: str, rng: random.Random) -> str:
+    text = hashtag_text(lemma, rng)
     if rng.random() < 0.2:
         text += "s"
     return "#" + text

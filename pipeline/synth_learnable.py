@@ -37,6 +37,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
+from .synth import hashtag_text
+
 HUES = (
     (220, 40, 40),
     (40, 190, 60),
@@ -105,15 +107,7 @@ def render(sigs: list[Signature], rng: random.Random, size: int) -> np.ndarray:
 
 
 def _hashtag(lemma: str, rng: random.Random) -> str:
-    words = lemma.split("_")
-    style = rng.random()
-    if style < 0.4:
-        text = "".join(w.capitalize() for w in words)
-    elif style < 0.55:
-        text = "-".join(words)
-    else:
-        text = "".join(words).lower()
-    return "#" + text
+    return "#" + hashtag_text(lemma, rng, camel=0.4, dashed=0.55)
 
 
 def pick_synsets(vocab: str, classes: int, seed: int, lexicon_dir: str | None) -> list:
