@@ -16,7 +16,7 @@ $(PY):
 
 $(STAMP): pyproject.toml | $(PY)
 	@echo "installing weakly and its test dependencies into $(VENV) ..."
-	@$(PY) -m pip install -q --upgrade pip >/dev/null
+	@set -o pipefail; $(PY) -m pip install -q --upgrade pip 2>&1 | { grep -v '^WARNING: Location' || true; }
 	@set -o pipefail; $(PY) -m pip install -q -e '.[all,test]' 2>&1 | { grep -v '^WARNING: Location' || true; }
 	@touch $@
 
