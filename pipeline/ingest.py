@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from .arrow_lists import lists_from_parents
 from .fetch import FetchConfig, FetchError, fetch_iter
 from .images import ImageConfig, ImageReject, prepare_image
 from .manifest import ROWS_SCHEMA, Columns, list_manifest_files
@@ -351,11 +352,6 @@ def _prepare_out(out: Path, config: IngestConfig, options: RunOptions) -> None:
     config_file.write_text(wanted)
 
 
-def _offsets(lists: pa.Array) -> pa.Array:
-    lengths = pc.fill_null(pc.list_value_length(lists), 0).to_numpy(zero_copy_only=False)
-    return pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
-
-
 def ingest(
     manifests: list[str],
     out: str | os.PathLike,
@@ -419,7 +415,11 @@ def ingest(
         .append_column("fetch_path", fetch_paths)
         .append_column(
             "labels",
-            pa.ListArray.from_arrays(_offsets(live_wnids), label_codes.cast(pa.int32())),
+            lists_from_parents(
+                pc.list_parent_indices(live_wnids).to_numpy(zero_copy_only=False),
+                label_codes.cast(pa.int32()),
+                len(live_idx),
+            ),
         )
     )
     parts_dir = out / "_work" / "parts"

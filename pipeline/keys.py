@@ -11,9 +11,10 @@ from __future__ import annotations
 import hashlib
 import re
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from .arrow_lists import lists_from_parents
 
 _SAFE = re.compile(r"[A-Za-z0-9_-]{1,90}")  # USTAR names: 100 bytes with ".json"
 # The same rule for Arrow's RE2, where `$` matches only at the very end (Python's `$` also
@@ -70,14 +71,12 @@ def row_keys(url: pa.Array, path: pa.Array, image: pa.Array, tags: pa.Array) -> 
         pa.string(),
     )
     flat = _escape_column(pc.list_flatten(tags))
-    offsets = pc.list_parent_indices(tags).to_numpy(zero_copy_only=False)
-    lengths = np.bincount(offsets, minlength=n) if n else np.zeros(0, np.int64)
-    rebuilt = pa.ListArray.from_arrays(
-        pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)), flat
-    )
+    parents = pc.list_parent_indices(tags).to_numpy(zero_copy_only=False)
+    rebuilt = lists_from_parents(parents, flat, n)
     # The tag count comes first, so [] and [""] (both joining to "") stay apart.
+    lengths = pc.fill_null(pc.list_value_length(tags), 0)
     counted = pc.binary_join_element_wise(
-        pc.cast(pa.array(lengths), pa.string()), pc.binary_join(rebuilt, "\x00"), ":"
+        pc.cast(lengths, pa.string()), pc.binary_join(rebuilt, "\x00"), ":"
     )
     joined = pc.if_else(pc.is_null(tags), pa.nulls(n, pa.string()), counted)
     parts = [

@@ -22,6 +22,8 @@ import pyarrow.compute as pc
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
+from .arrow_lists import lists_from_parents
+
 MANIFEST_SUFFIXES = (".parquet", ".jsonl", ".json", ".ndjson", ".csv", ".tsv")
 
 ROWS_SCHEMA = pa.schema(
@@ -211,9 +213,7 @@ def _columnar_tags(table: pa.Table, name: str) -> tuple[pa.Array, pa.Array] | No
     if values.null_count:  # null items are skipped, as in the row-by-row reader
         keep = pc.is_valid(values)
         parents, values = parents[keep.to_numpy(zero_copy_only=False)], values.filter(keep)
-        lengths = np.bincount(parents, minlength=n)
-        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
-        rebuilt = pa.ListArray.from_arrays(pa.array(offsets), values)
+        rebuilt = lists_from_parents(parents, values, n)
         column = pc.if_else(pc.is_null(column), pa.nulls(n, column.type), rebuilt)
     too_long = pc.greater(pc.utf8_length(values), MAX_TAG_CHARS).to_numpy(zero_copy_only=False)
     over = np.bincount(parents[too_long], minlength=n) > 0

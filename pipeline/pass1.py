@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .arrow_lists import lists_from_parents
 from .keys import SAFE_KEY_PATTERN, row_keys, sanitise_key
 from .manifest import ROWS_SCHEMA, Columns, ManifestError, read_manifest
 from .weights import WeightConfig, synset_weight_array, weight_bucket
@@ -43,10 +44,8 @@ def _lists_from_pairs(rows: np.ndarray, codes: np.ndarray, names: pa.Array, n: i
     pairs = np.sort(rows.astype(np.int64) * width + codes, kind="stable")
     if len(pairs):
         pairs = pairs[np.concatenate([[True], pairs[1:] != pairs[:-1]])]
-    counts = np.bincount(pairs // width, minlength=n)
-    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
     values = names.take(pa.array(pairs % width)) if len(pairs) else pa.array([], names.type)
-    return pa.ListArray.from_arrays(pa.array(offsets), values)
+    return lists_from_parents(pairs // width, values, n)
 
 
 def _brief(tags: list[str], limit: int = 200) -> str:
