@@ -51,7 +51,7 @@ demo: setup
 
 # docs/CLI.md is generated from the parser; tests/test_docs.py fails when it is stale.
 cli-reference: setup
-	@$(PY) -m pipeline.cli_reference
+	@$(PY) -m weakly.cli_reference
 
 clean:
 	rm -rf $(VENV) .cache demo-out .pytest_cache .ruff_cache

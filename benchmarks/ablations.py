@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from pipeline.ingest import IngestConfig, RunOptions, ingest
-from pipeline.synth_learnable import learnable_synth
+from weakly.synth_learnable import learnable_synth
 from pipeline.weights import WeightConfig
 from train.cli import main as train_main
 from train.evaluate import evaluate, label_counts

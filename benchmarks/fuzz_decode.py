@@ -28,7 +28,7 @@ from hypothesis import strategies as st  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from pipeline.images import ImageConfig, ImageReject, prepare_image  # noqa: E402
-from pipeline.photos import bundled_photos  # noqa: E402
+from weakly.photos import bundled_photos  # noqa: E402
 
 CONFIG = ImageConfig(image_size=48, min_side=8, max_pixels=4_000_000)
 

@@ -22,7 +22,7 @@ import time
 import torch
 
 from train.data import LoaderConfig, TrainLoader, prepare_batch
-from train.fixtures import build_fixture
+from weakly.fixtures import build_fixture
 from train.loss import get_loss
 from train.models import build_model
 from train.optim import param_groups

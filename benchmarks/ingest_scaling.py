@@ -24,7 +24,7 @@ from ingest_speed import floor_rate
 
 from pipeline.dedup import EvalIndex
 from pipeline.ingest import IngestConfig, RunOptions, ingest
-from pipeline.synth import synth
+from weakly.synth import synth
 
 
 def _children(root: int) -> dict[int, str]:

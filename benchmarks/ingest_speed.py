@@ -30,7 +30,7 @@ from PIL import Image
 
 from pipeline.dedup import EvalIndex
 from pipeline.ingest import IngestConfig, RunOptions, ingest
-from pipeline.synth import synth
+from weakly.synth import synth
 
 
 def floor_rate(paths: list[Path], size: int = 256) -> float:

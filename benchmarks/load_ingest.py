@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from proc_tools import cmdline, descendants, rss_kib  # noqa: E402
 
 from pipeline.ingest import IngestConfig, RunOptions, ingest  # noqa: E402
-from pipeline.photos import bundled_photos  # noqa: E402
+from weakly.photos import bundled_photos  # noqa: E402
 
 TAGS = ["#tabby", "#goldenretriever", "#espresso", "#goose", "#samoyed", "#brownbear",
         "#pizza", "#volcano", "#sunflower", "#lighthouse", "#instagood", "#love"]  # fmt: skip

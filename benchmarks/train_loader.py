@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from train.data import LoaderConfig, TrainLoader
-from train.fixtures import build_fixture
+from weakly.fixtures import build_fixture
 from train.loss import multilabel_softmax_loss
 from train.shards import Dataset
 

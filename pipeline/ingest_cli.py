@@ -1,21 +1,16 @@
-"""`weakly ingest` and `weakly synth`: thin argparse layers over `pipeline.ingest` and
-`pipeline.synth`. Every ingest option can also come from `--config FILE` (YAML or JSON, keys
-named like the long options with `_` or `-`); flags given on the command line win."""
+"""`weakly ingest`: a thin argparse layer over `pipeline.ingest`. Every option can also come
+from `--config FILE` (YAML, JSON or TOML, keys named like the long options with `_` or `-`);
+flags given on the command line win (weakly_base/config.py)."""
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
-
-import yaml
 
 from .fetch import FetchConfig
 from .images import RESIZE_MODES, ImageConfig
 from .ingest import IngestConfig, RunOptions, ingest
 from .manifest import Columns
-from .synth import synth
-from .synth_learnable import learnable_synth
 from .weights import REDUCERS, SCHEMES, WeightConfig
 
 
@@ -72,30 +67,6 @@ def _add_ingest_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-cpus", type=int, help="CPUs for the local Ray (default: all)")
     p.add_argument("--overwrite", action="store_true", help="delete OUT and start over")
     p.add_argument("--no-progress", action="store_true")
-
-
-def _apply_config_file(parser: argparse.ArgumentParser, argv: list[str] | None) -> None:
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--config")
-    known, _ = pre.parse_known_args(argv)
-    if not known.config:
-        return
-    path = Path(known.config)
-    try:
-        text = path.read_text()
-        values = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except FileNotFoundError:
-        parser.error(f"--config {path}: no such file")
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        parser.error(f"--config {path}: not valid YAML/JSON ({exc})")
-    if not isinstance(values, dict):
-        parser.error(f"--config {path}: expected a mapping of option names to values")
-    dests = {a.dest for a in parser._actions}
-    clean = {str(k).replace("-", "_"): v for k, v in values.items()}
-    unknown = sorted(set(clean) - dests)
-    if unknown:
-        parser.error(f"--config {path}: unknown options {', '.join(unknown)}")
-    parser.set_defaults(**clean)
 
 
 def config_from_args(args: argparse.Namespace) -> IngestConfig:
@@ -159,65 +130,9 @@ def _run_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_synth(args: argparse.Namespace) -> int:
-    if args.learnable:
-        if args.eval_out:
-            raise ValueError("--eval-out plants photo near-copies; it does not go with --learnable")
-        manifest = learnable_synth(
-            args.n,
-            args.out,
-            classes=args.classes,
-            zipf=args.zipf,
-            second_tag=args.second_tag,
-            size=args.size,
-            seed=args.seed,
-            vocab=args.vocab,
-        )
-        print(f"{manifest}: {args.n} learnable images over {args.classes} synsets")
-        return 0
-    result = synth(
-        args.n,
-        args.out,
-        args.eval_out,
-        seed=args.seed,
-        vocab=args.vocab,
-        min_px=args.min_px,
-        max_px=args.max_px,
-        eval_images=args.eval_images,
-        planted_fraction=args.planted_fraction,
-    )
-    print(f"{result.manifest}: {result.images} images, {result.planted} planted near-copies")
-    if args.eval_out:
-        print(f"{args.eval_out}: {result.eval_images} eval images")
-    return 0
-
-
-def add_commands(subparsers: argparse._SubParsersAction, argv: list[str] | None = None) -> None:
+def add_command(subparsers: argparse._SubParsersAction) -> None:
     ingest_parser = subparsers.add_parser(
         "ingest", help="manifests -> weighted WebDataset shards (Ray)"
     )
     _add_ingest_arguments(ingest_parser)
-    if argv and argv[0] == "ingest":
-        _apply_config_file(ingest_parser, argv[1:])
     ingest_parser.set_defaults(func=_run_ingest)
-
-    s = subparsers.add_parser("synth", help="synthetic manifest of real-looking photos with tags")
-    s.add_argument("--n", type=int, required=True, help="number of training images")
-    s.add_argument("--out", required=True)
-    s.add_argument("--eval-out", help="also write an eval set here and plant near-copies of it")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--vocab", default="in1k")
-    s.add_argument("--min-px", type=int, default=300)
-    s.add_argument("--max-px", type=int, default=2000)
-    s.add_argument("--eval-images", type=int, default=20)
-    s.add_argument("--planted-fraction", type=float, default=0.05)
-    s.add_argument(
-        "--learnable",
-        action="store_true",
-        help="images show their tags' visual signatures, Zipf long tail (pipeline/synth_learnable.py)",
-    )
-    s.add_argument("--classes", type=int, default=24, help="--learnable: synsets (2..32)")
-    s.add_argument("--zipf", type=float, default=1.2, help="--learnable: popularity exponent")
-    s.add_argument("--second-tag", type=float, default=0.3, help="--learnable: P(a 2nd tag)")
-    s.add_argument("--size", type=int, default=64, help="--learnable: image side in pixels")
-    s.set_defaults(func=_run_synth)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from pipeline.photos import bundled_photos
+from weakly.photos import bundled_photos
 
 
 def photo(index: int = 0, side: int = 200) -> Image.Image:

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.cli import main
+from weakly.cli import main
 from wordnet_tools import load_lexicon
 
 torch.set_num_threads(1)

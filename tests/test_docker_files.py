@@ -64,7 +64,7 @@ def _ray_start(command: str) -> None:
 
 
 def _weakly(command: str) -> None:
-    from pipeline.cli import build_parser
+    from weakly.cli import build_parser
 
     words = shlex.split(command)
     assert words[0] == "weakly", command

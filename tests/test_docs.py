@@ -28,15 +28,15 @@ def executed_blocks(markdown: str) -> list[tuple[str, str]]:
 
 
 def test_cli_reference_is_current():
-    from pipeline.cli_reference import DOC, render
+    from weakly.cli_reference import DOC, render
 
-    assert DOC.read_text() == render(), "run: python -m pipeline.cli_reference"
+    assert DOC.read_text() == render(), "run: python -m weakly.cli_reference"
 
 
 def _shims(folder: Path) -> dict[str, str]:
     """`weakly` and `python` as a user of this checkout has them (installed console script)."""
     folder.mkdir()
-    for name, target in (("weakly", f'"{sys.executable}" -m pipeline.cli'), ("python", "")):
+    for name, target in (("weakly", f'"{sys.executable}" -m weakly.cli'), ("python", "")):
         path = folder / name
         path.write_text(f'#!/bin/sh\nexec {target or sys.executable} "$@"\n')
         path.chmod(path.stat().st_mode | stat.S_IEXEC)

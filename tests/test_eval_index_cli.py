@@ -1,4 +1,4 @@
-"""`weakly eval-index` end to end through pipeline.cli.main."""
+"""`weakly eval-index` end to end through weakly.cli.main."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import skimage.data
 from PIL import Image
 
-from pipeline.cli import main
+from weakly.cli import main
 
 
 def encode(img: Image.Image, fmt: str = "JPEG") -> bytes:

@@ -8,8 +8,8 @@ import pytest
 import torch
 import torchvision
 
-from pipeline.cli import main as weakly
-from train.fixtures import build_fixture
+from weakly.cli import main as weakly
+from weakly.fixtures import build_fixture
 
 torch.set_num_threads(1)
 

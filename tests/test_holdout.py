@@ -13,13 +13,13 @@ import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
 
-from pipeline.cli import build_parser
-from pipeline.cli import main as weakly
+from weakly.cli import build_parser
+from weakly.cli import main as weakly
 from pipeline.ingest import IngestConfig, RunOptions, ingest
 from pipeline.ingest_cli import config_from_args
 from pipeline.split import split_of, unit_hash
-from pipeline.synth import synth
-from train.fixtures import build_fixture
+from weakly.synth import synth
+from weakly.fixtures import build_fixture
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -18,7 +18,7 @@ from pipeline.dedup import EvalIndex
 from pipeline.fetch import FetchConfig
 from pipeline.images import ImageConfig
 from pipeline.ingest import IngestConfig, RunOptions, ingest
-from pipeline.synth import synth
+from weakly.synth import synth
 
 QUIET = RunOptions(progress=False)
 
@@ -293,7 +293,7 @@ def test_trainer_reads_what_ingest_writes(ray_local, synth_data, lexicon_dir, tm
     written = set(pq.read_table(out / "index" / "samples.parquet")["key"].to_pylist())
     keys = list(itertools.islice(iter_sample_keys(str(out), seed=3), 200))
     assert len(keys) == 200 and set(keys) <= written and len(set(keys)) > summary.written // 3
-    from pipeline.cli import main
+    from weakly.cli import main
 
     run = tmp_path / "run"
     argv = ["train", "--data", str(out), "--model", "tiny", "--out", str(run), "--steps", "3",

@@ -12,7 +12,7 @@ import time
 import pytest
 from ingest_fixtures import output_digest
 
-from pipeline.cli import main
+from weakly.cli import main
 
 
 @pytest.mark.parametrize(
@@ -54,7 +54,7 @@ def test_config_file_errors(tmp_path, capsys):
 def test_killed_run_resumes_to_identical_output(tmp_path, lexicon_dir):
     """SIGKILL the whole ingest process tree mid pass 2, rerun the same command, compare."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    weakly = [sys.executable, "-m", "pipeline.cli"]
+    weakly = [sys.executable, "-m", "weakly.cli"]
     subprocess.run(
         [*weakly, "synth", "--n", "60", "--out", str(tmp_path / "syn"), "--max-px", "900"],
         check=True, env=env, capture_output=True,

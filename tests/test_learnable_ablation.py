@@ -17,10 +17,10 @@ import pyarrow.parquet as pq
 import torch
 from PIL import Image
 
-from pipeline.cli import main as weakly
-from pipeline.synth_learnable import MAX_CLASSES, learnable_synth, render, signatures
+from weakly.cli import main as weakly
+from weakly.synth_learnable import MAX_CLASSES, learnable_synth, render, signatures
 from train.evaluate import score_split
-from train.fixtures import build_fixture
+from weakly.fixtures import build_fixture
 from train.metrics import hashtag_metrics
 from train.shards import Dataset
 from train.transfer import model_from_checkpoint

@@ -6,7 +6,7 @@ import io
 import json
 import sys
 
-from pipeline.cli import main
+from weakly.cli import main
 
 
 def test_lookup_prints_id_name_and_how(lexicon_dir, capsys):

@@ -9,9 +9,9 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score
 
-from pipeline.cli import main as weakly
+from weakly.cli import main as weakly
 from train.evaluate import score_split
-from train.fixtures import build_fixture, colour_stripes_jpeg
+from weakly.fixtures import build_fixture, colour_stripes_jpeg
 from train.metrics import (
     average_precision,
     frequency_groups,

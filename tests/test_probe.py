@@ -11,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.cli import main as weakly
-from train.fixtures import build_fixture, colour_stripes_jpeg
+from weakly.cli import main as weakly
+from weakly.fixtures import build_fixture, colour_stripes_jpeg
 from train.logreg import fit, select_l2, top_k_accuracy
 
 torch.set_num_threads(1)

@@ -13,10 +13,10 @@ import pytest
 from ingest_fixtures import output_digest
 from ray_cluster import RAY, LocalCluster
 
-from pipeline.cli import main
+from weakly.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
-WEAKLY = [sys.executable, "-m", "pipeline.cli"]
+WEAKLY = [sys.executable, "-m", "weakly.cli"]
 
 
 @pytest.fixture(scope="module")

@@ -22,10 +22,10 @@ from hostile_http import HostileServer
 from ingest_fixtures import output_digest
 from proc_tools import cmdline, descendants
 
-from pipeline.cli import main
+from weakly.cli import main
 from pipeline.ingest import IngestConfig, RunOptions, _prepare_out, ingest
 from pipeline.shards import WriteFailed, atomic_write, is_committed, stats_path
-from pipeline.synth import synth
+from weakly.synth import synth
 from train.shards import Dataset, check_shard_files, iter_tar_samples
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,7 +62,7 @@ def test_sigkill_of_a_ray_worker_mid_pass2(images, tmp_path, lexicon_dir, ray_lo
             f"lexicon_dir: {lexicon_dir}\nshard_size: 15\nchunk_rows: 3\nnum_cpus: 2\n"
             "no_progress: true\n"
         )
-        cmd = [sys.executable, "-m", "pipeline.cli", "ingest", str(manifest), "--config",
+        cmd = [sys.executable, "-m", "weakly.cli", "ingest", str(manifest), "--config",
                str(config), "--out"]  # fmt: skip
         faulty = tmp_path / "faulty"
         proc = subprocess.Popen(

@@ -98,7 +98,7 @@ def _yaml_bomb(tmp_path: Path, marker: Path) -> Path:
 
 
 def test_yaml_configs_cannot_run_code(tmp_path, capsys):
-    from pipeline.cli import main as weakly
+    from weakly.cli import main as weakly
     from train.cli import main as train
 
     marker = tmp_path / "owned"

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from train.checkpoint import latest_checkpoint, load_checkpoint
-from train.fixtures import build_fixture
+from weakly.fixtures import build_fixture
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 12

@@ -13,7 +13,7 @@ from contextlib import closing
 from pathlib import Path
 
 from train.checkpoint import load_checkpoint
-from train.fixtures import build_fixture
+from weakly.fixtures import build_fixture
 
 ROOT = Path(__file__).resolve().parents[1]
 

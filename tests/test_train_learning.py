@@ -13,7 +13,7 @@ import torch
 
 from train.cli import main
 from train.data import make_plan
-from train.fixtures import build_fixture, colour_stripes_jpeg
+from weakly.fixtures import build_fixture, colour_stripes_jpeg
 from train.sampler import Plan, SampleStream
 from train.shards import Dataset
 

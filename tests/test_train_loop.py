@@ -14,7 +14,7 @@ import torch
 
 from train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from train.cli import build_parser, resolve
-from train.fixtures import build_fixture
+from weakly.fixtures import build_fixture
 from train.loop import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,7 +94,7 @@ def test_config_file_fills_flags_and_flags_win(data_dir, tmp_path):
 
 
 def test_weakly_train_subcommand_uses_the_same_arguments(data_dir, tmp_path):
-    from pipeline.cli import build_parser as weakly_parser
+    from weakly.cli import build_parser as weakly_parser
 
     args = weakly_parser().parse_args(["train", *_argv(data_dir, tmp_path, "--steps", "2")])
     assert args.command == "train" and args.model == "tiny" and args.steps == 2

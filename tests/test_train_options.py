@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from train.cli import build_parser, main, resolve
-from train.fixtures import build_fixture
+from weakly.fixtures import build_fixture
 from train.models import TinyNet
 from train.optim import lr_factor, param_groups
 

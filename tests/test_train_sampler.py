@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from train.data import iter_sample_keys
-from train.fixtures import build_fixture
+from weakly.fixtures import build_fixture
 from train.sampler import Plan, SampleStream, visit_shard
 from train.shards import Dataset
 

@@ -75,7 +75,7 @@ def test_missing_wordnet_cli_is_one_line_no_traceback(tmp_path):
         "HOME": str(tmp_path),
     }
     done = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "lexicon", "stats"],
+        [sys.executable, "-m", "weakly.cli", "lexicon", "stats"],
         env=env,
         capture_output=True,
         text=True,

@@ -136,9 +136,10 @@ def run_demo(
     out: Path, size: DemoSize = DemoSize(), num_cpus: int | None = None, device: str = "auto"
 ) -> Path:
     """Synth -> eval index -> ingest -> train -> report.md; returns the report's path."""
+    from pipeline.dedup import EvalIndex
+    from pipeline.ingest import IngestConfig, RunOptions, ingest
+
     from . import demo_report
-    from .dedup import EvalIndex
-    from .ingest import IngestConfig, RunOptions, ingest
     from .synth import synth
 
     out = Path(out)

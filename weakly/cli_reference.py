@@ -1,4 +1,4 @@
-"""`python -m pipeline.cli_reference [--check]`: docs/CLI.md generated from the argparse parser.
+"""`python -m weakly.cli_reference [--check]`: docs/CLI.md generated from the argparse parser.
 
 Why generated from the parser's actions rather than from `--help` text: argparse's help layout
 changes between Python versions and terminal widths, and a reference that must be byte-stable
@@ -14,7 +14,7 @@ from pathlib import Path
 DOC = Path(__file__).resolve().parents[1] / "docs" / "CLI.md"
 HEADER = """# Command-line reference
 
-Generated from the parser by `python -m pipeline.cli_reference`; do not edit by hand
+Generated from the parser by `python -m weakly.cli_reference`; do not edit by hand
 (`tests/test_docs.py` fails when this file is out of date). `weakly train` takes exactly the
 arguments of `python -m train` and `torchrun ... -m train`.
 """
@@ -90,7 +90,7 @@ def render() -> str:
     from .cli import build_parser
 
     lines = [HEADER]
-    weakly = build_parser([])
+    weakly = build_parser("all")
     lines += ["## Commands", ""]
     lines += [
         f"- [`weakly {name}`](#weakly-{name}): {text}" for name, text, _ in _subcommands(weakly)
@@ -102,7 +102,7 @@ def render() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.cli_reference", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m weakly.cli_reference", description=__doc__)
     parser.add_argument("--out", default=str(DOC))
     parser.add_argument("--check", action="store_true", help="exit 1 if the file is not current")
     args = parser.parse_args(argv)
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         current = path.exists() and path.read_text() == text
         if not current:
-            print(f"{path} is out of date: run python -m pipeline.cli_reference", file=sys.stderr)
+            print(f"{path} is out of date: run python -m weakly.cli_reference", file=sys.stderr)
         return 0 if current else 1
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)

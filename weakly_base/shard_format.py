@@ -1,0 +1,249 @@
+"""The `weakly` dataset format, defined once (docs/FORMAT.md is its prose).
+
+Everything a writer must produce and a reader may rely on lives here: the format name and
+version, file and member naming, the key rule, the weight-bucket rule, the index schemas, the
+fixed tar member headers, and the primitives that write one shard's bytes and read samples back.
+The ingest job, the trainer and the test fixtures all import these, so a change to the format is
+a change to this one file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import re
+import tarfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+FORMAT_NAME = "weakly-shards"
+FORMAT_VERSION = 1
+
+TRAIN = "train"
+VAL = "val"
+
+# -- keys and member names ------------------------------------------------------------------
+
+KEY_MAX_LEN = 90  # USTAR names are 100 bytes; the longest member is "{key}.json"
+KEY_RE = re.compile(r"[A-Za-z0-9_-]{1," + str(KEY_MAX_LEN) + "}")
+# The same rule for Arrow's RE2, where `$` matches only at the very end (Python's `$` also
+# matches before a final newline, which is why `KEY_RE` is used with fullmatch).
+KEY_PATTERN = "^" + KEY_RE.pattern + "$"
+IMAGE_EXT = "jpg"
+META_EXT = "json"
+MEMBER_RE = re.compile(rf"^([A-Za-z0-9_-]+)\.({IMAGE_EXT}|{META_EXT})$")
+
+
+def is_valid_key(key: str) -> bool:
+    return KEY_RE.fullmatch(key) is not None
+
+
+def member_names(key: str) -> tuple[str, str]:
+    """The two members of a sample, in the order they are stored."""
+    return f"{key}.{IMAGE_EXT}", f"{key}.{META_EXT}"
+
+
+# -- files ----------------------------------------------------------------------------------
+
+DATASET_JSON = "dataset.json"
+CONFIG_JSON = "config.json"
+SHARD_DIR = "shards"
+INDEX_DIR = "index"
+SHARDS_INDEX = "index/shards.parquet"
+SAMPLES_INDEX = "index/samples.parquet"
+REJECTS_INDEX = "index/rejects.parquet"
+EVAL_MATCHES_INDEX = "index/eval_matches.parquet"
+STATS_SUFFIX = ".stats.json"
+
+
+def shard_name(split: str, bucket: int, n: int) -> str:
+    """`{split}-{bucket:02d}-{n:06d}.tar`: the file name of the n-th shard of a weight bucket."""
+    return f"{split}-{bucket:02d}-{n:06d}.tar"
+
+
+def stats_name(tar_name: str) -> str:
+    """The per-shard commit marker beside a tar (`x.tar` -> `x.stats.json`)."""
+    return tar_name[: -len(".tar")] + STATS_SUFFIX
+
+
+# -- weight buckets -------------------------------------------------------------------------
+
+BUCKET_FACTOR = 2.0
+MAX_BUCKETS = 100
+
+
+def weight_bucket(weight: float, max_weight: float) -> int:
+    """Log-scale bucket: bucket b holds weights in (max/2^(b+1), max/2^b].
+
+    Shards are cut within a bucket, so a shard's weights differ by at most a factor of 2 and a
+    sampler that visits shards by their weight sum reads almost every byte it fetches.
+    """
+    if weight <= 0 or max_weight <= 0:
+        raise ValueError("weights must be positive")
+    ratio = max_weight / weight
+    b = int(math.floor(math.log(ratio, BUCKET_FACTOR) + 1e-9))
+    return min(MAX_BUCKETS - 1, max(0, b))
+
+
+# -- index tables ---------------------------------------------------------------------------
+
+SHARDS_SCHEMA = pa.schema(
+    [
+        ("file", pa.string()),
+        ("split", pa.string()),
+        ("bucket", pa.int32()),
+        ("n", pa.int64()),
+        ("weight_sum", pa.float64()),
+        ("weight_max", pa.float64()),
+        ("bytes", pa.int64()),
+        ("sha256", pa.string()),
+    ]
+)
+SAMPLES_SCHEMA = pa.schema(
+    [
+        ("key", pa.string()),
+        ("split", pa.string()),
+        ("shard", pa.string()),
+        ("labels", pa.list_(pa.int32())),
+        ("weight", pa.float64()),
+        ("phash", pa.uint64()),
+    ]
+)
+REJECTS_SCHEMA = pa.schema(
+    [
+        ("source", pa.string()),
+        ("row", pa.int64()),
+        ("key", pa.string()),
+        ("reason", pa.string()),
+        ("detail", pa.string()),
+    ]
+)
+EVAL_MATCHES_SCHEMA = pa.schema(
+    [
+        ("key", pa.string()),
+        ("eval_set", pa.string()),
+        ("eval_id", pa.string()),
+        ("distance", pa.int32()),
+    ]
+)
+
+
+# -- dataset.json ---------------------------------------------------------------------------
+
+
+def check_format(meta: dict, where: str) -> None:
+    """Refuse a dataset.json of another format or version, saying what this code reads."""
+    fmt, version = meta.get("format"), meta.get("format_version")
+    if fmt != FORMAT_NAME or version != FORMAT_VERSION:
+        raise ValueError(
+            f"{where}: format {fmt!r} version {version!r}; this code reads {FORMAT_NAME!r} "
+            f"version {FORMAT_VERSION} (re-run ingest, or use a matching version of weakly)"
+        )
+
+
+def dataset_header() -> dict:
+    """The fields every dataset.json starts with."""
+    return {"format": FORMAT_NAME, "format_version": FORMAT_VERSION}
+
+
+# -- tar members ----------------------------------------------------------------------------
+
+
+def member_header(name: str, size: int) -> tarfile.TarInfo:
+    """A member header with fixed metadata (mtime 0, uid/gid 0, mode 0644, no owner names), so
+    the same samples always give the same bytes."""
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = size, 0, 0o644
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info
+
+
+@dataclass(frozen=True)
+class ShardRecord:
+    """One sample as a writer hands it over: its key, image bytes and sample json."""
+
+    key: str
+    jpg: bytes
+    meta: dict
+
+
+def encode_meta(meta: dict) -> bytes:
+    return json.dumps(meta, sort_keys=True, ensure_ascii=False).encode()
+
+
+def shard_bytes(records: Iterable[ShardRecord]) -> tuple[bytes, list[str]]:
+    """A whole shard as USTAR tar bytes, members sorted by key; returns the bytes and the keys
+    in stored order. Plain `tarfile` and `webdataset` read it."""
+    ordered = sorted(records, key=lambda r: r.key)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for record in ordered:
+            if not is_valid_key(record.key):
+                raise ValueError(f"sample key {record.key!r} does not match {KEY_RE.pattern}")
+            meta = encode_meta(record.meta)
+            jpg_name, json_name = member_names(record.key)
+            tar.addfile(member_header(jpg_name, len(record.jpg)), io.BytesIO(record.jpg))
+            tar.addfile(member_header(json_name, len(meta)), io.BytesIO(meta))
+    return buffer.getvalue(), [r.key for r in ordered]
+
+
+def shard_stats(
+    file: str, data: bytes, n: int, split: str, bucket: int, weights: Iterable[float]
+) -> dict:
+    """The per-shard stats: the `.stats.json` commit marker and the row of shards.parquet
+    (where `file` is prefixed with `shards/`)."""
+    w = [float(x) for x in weights]
+    return {
+        "file": file,
+        "split": split,
+        "bucket": int(bucket),
+        "n": int(n),
+        "weight_sum": float(sum(w)),
+        "weight_max": float(max(w)) if w else 0.0,
+        "bytes": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+    }
+
+
+# -- reading --------------------------------------------------------------------------------
+
+DEFAULT_MAX_MEMBER_BYTES = 32 << 20
+
+
+def iter_tar_records(
+    fileobj, max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES
+) -> Iterator[tuple[str, bytes, dict]]:
+    """(key, jpg bytes, parsed json) of every complete sample of a tar stream, in stored order.
+
+    A sample is complete when its `.jpg` and `.json` arrive for the same key; anything else
+    (odd names, oversize members, orphan halves, unreadable json) is dropped here so the sample
+    positions agree with the index, which only lists complete samples. Member names are only
+    matched against the key rule, never used as paths.
+    """
+    key, jpg = None, None
+    with tarfile.open(fileobj=fileobj, mode="r|") as tar:
+        for member in tar:
+            if not member.isfile() or member.size > max_member_bytes:
+                continue
+            m = MEMBER_RE.match(member.name)
+            if m is None:
+                continue
+            data = tar.extractfile(member).read()
+            name, ext = m.group(1), m.group(2)
+            if ext == IMAGE_EXT:
+                key, jpg = name, data
+                continue
+            if name != key or jpg is None:
+                continue
+            try:
+                meta = json.loads(data)
+            except ValueError:
+                meta = None
+            record, key, jpg = (name, jpg, meta), None, None
+            if isinstance(meta, dict):
+                yield record
