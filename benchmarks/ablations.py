@@ -25,12 +25,12 @@ from pathlib import Path
 import torch
 
 from pipeline.ingest import IngestConfig, RunOptions, ingest
-from weakly.synth_learnable import learnable_synth
 from pipeline.weights import WeightConfig
 from train.cli import main as train_main
 from train.evaluate import evaluate, label_counts
 from train.shards import Dataset
 from train.transfer import model_from_checkpoint
+from weakly.synth_learnable import learnable_synth
 
 GROUPS = ("head", "torso", "tail")
 

@@ -22,12 +22,12 @@ import time
 import torch
 
 from train.data import LoaderConfig, TrainLoader, prepare_batch
-from weakly.fixtures import build_fixture
 from train.loss import get_loss
 from train.models import build_model
 from train.optim import param_groups
 from train.shards import Dataset
 from train.transforms import decode_crop_gpu, normalize
+from weakly.fixtures import build_fixture
 
 
 def _sync(device: torch.device) -> None:

@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from proc_tools import descendants, rss_kib  # noqa: E402
 
 from train.data import LoaderConfig, TrainLoader  # noqa: E402
-from weakly.fixtures import build_fixture  # noqa: E402
 from train.shards import Dataset  # noqa: E402
+from weakly.fixtures import build_fixture  # noqa: E402
 
 
 def tree_rss_kib() -> int:

@@ -20,9 +20,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 from train.data import LoaderConfig, TrainLoader
-from weakly.fixtures import build_fixture
 from train.loss import multilabel_softmax_loss
 from train.shards import Dataset
+from weakly.fixtures import build_fixture
 
 
 def bench_loader(ds: Dataset, image_size: int, draft: bool, batches: int) -> float:

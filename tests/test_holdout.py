@@ -13,13 +13,13 @@ import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
 
-from weakly.cli import build_parser
-from weakly.cli import main as weakly
 from pipeline.ingest import IngestConfig, RunOptions, ingest
 from pipeline.ingest_cli import config_from_args
 from pipeline.split import split_of, unit_hash
-from weakly.synth import synth
+from weakly.cli import build_parser
+from weakly.cli import main as weakly
 from weakly.fixtures import build_fixture
+from weakly.synth import synth
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -17,13 +17,13 @@ import pyarrow.parquet as pq
 import torch
 from PIL import Image
 
-from weakly.cli import main as weakly
-from weakly.synth_learnable import MAX_CLASSES, learnable_synth, render, signatures
 from train.evaluate import score_split
-from weakly.fixtures import build_fixture
 from train.metrics import hashtag_metrics
 from train.shards import Dataset
 from train.transfer import model_from_checkpoint
+from weakly.cli import main as weakly
+from weakly.fixtures import build_fixture
+from weakly.synth_learnable import MAX_CLASSES, learnable_synth, render, signatures
 from wordnet_tools import load_lexicon
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,9 +9,7 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score
 
-from weakly.cli import main as weakly
 from train.evaluate import score_split
-from weakly.fixtures import build_fixture, colour_stripes_jpeg
 from train.metrics import (
     average_precision,
     frequency_groups,
@@ -20,6 +18,8 @@ from train.metrics import (
 )
 from train.shards import Dataset
 from train.transfer import model_from_checkpoint
+from weakly.cli import main as weakly
+from weakly.fixtures import build_fixture, colour_stripes_jpeg
 
 torch.set_num_threads(1)
 

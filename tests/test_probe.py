@@ -11,9 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
+from train.logreg import fit, select_l2, top_k_accuracy
 from weakly.cli import main as weakly
 from weakly.fixtures import build_fixture, colour_stripes_jpeg
-from train.logreg import fit, select_l2, top_k_accuracy
 
 torch.set_num_threads(1)
 

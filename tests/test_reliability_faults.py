@@ -22,11 +22,11 @@ from hostile_http import HostileServer
 from ingest_fixtures import output_digest
 from proc_tools import cmdline, descendants
 
-from weakly.cli import main
 from pipeline.ingest import IngestConfig, RunOptions, _prepare_out, ingest
 from pipeline.shards import WriteFailed, atomic_write, is_committed, stats_path
-from weakly.synth import synth
 from train.shards import Dataset, check_shard_files, iter_tar_samples
+from weakly.cli import main
+from weakly.synth import synth
 
 ROOT = Path(__file__).resolve().parents[1]
 

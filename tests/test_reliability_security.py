@@ -98,8 +98,8 @@ def _yaml_bomb(tmp_path: Path, marker: Path) -> Path:
 
 
 def test_yaml_configs_cannot_run_code(tmp_path, capsys):
-    from weakly.cli import main as weakly
     from train.cli import main as train
+    from weakly.cli import main as weakly
 
     marker = tmp_path / "owned"
     config = _yaml_bomb(tmp_path, marker)

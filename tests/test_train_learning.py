@@ -13,9 +13,9 @@ import torch
 
 from train.cli import main
 from train.data import make_plan
-from weakly.fixtures import build_fixture, colour_stripes_jpeg
 from train.sampler import Plan, SampleStream
 from train.shards import Dataset
+from weakly.fixtures import build_fixture, colour_stripes_jpeg
 
 torch.set_num_threads(1)
 

@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from train.data import LoaderConfig, TrainLoader, iter_sample_keys
-from weakly.fixtures import build_fixture, make_jpeg
 from train.shards import Dataset, iter_tar_samples
 from train.transforms import DECODE_ERRORS, decode_crop_cpu, header_size
+from weakly.fixtures import build_fixture, make_jpeg
 
 torch.set_num_threads(1)
 

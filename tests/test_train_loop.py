@@ -14,8 +14,8 @@ import torch
 
 from train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from train.cli import build_parser, resolve
-from weakly.fixtures import build_fixture
 from train.loop import train
+from weakly.fixtures import build_fixture
 
 ROOT = Path(__file__).resolve().parents[1]
 torch.set_num_threads(1)

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from train.cli import build_parser, main, resolve
-from weakly.fixtures import build_fixture
 from train.models import TinyNet
 from train.optim import lr_factor, param_groups
+from weakly.fixtures import build_fixture
 
 torch.set_num_threads(1)
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from train.data import iter_sample_keys
-from weakly.fixtures import build_fixture
 from train.sampler import Plan, SampleStream, visit_shard
 from train.shards import Dataset
+from weakly.fixtures import build_fixture
 
 
 @pytest.fixture(scope="module")
