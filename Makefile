@@ -39,8 +39,8 @@ wordnet-debian:
 	fi
 
 lint: setup
-	@$(VENV)/bin/ruff check -q pipeline train wordnet_tools tests benchmarks
-	@$(VENV)/bin/ruff format -q --check pipeline train wordnet_tools tests benchmarks
+	@$(VENV)/bin/ruff check -q weakly weakly_base pipeline train wordnet_tools tests benchmarks
+	@$(VENV)/bin/ruff format -q --check weakly weakly_base pipeline train wordnet_tools tests benchmarks
 	@$(VENV)/bin/hadolint docker/Dockerfile docker/Dockerfile.cuda
 
 test: setup lint

@@ -64,12 +64,37 @@ def _ray_start(command: str) -> None:
 
 
 def _weakly(command: str) -> None:
-    from weakly.cli import build_parser
+    from weakly.cli import parse
 
     words = shlex.split(command)
     assert words[0] == "weakly", command
-    args = build_parser(words[1:]).parse_args(words[1:])  # SystemExit on a bad flag
+    args = parse(words[1:])  # SystemExit on a bad flag
     assert callable(args.func)
+
+
+def _names(requirements: list[str]) -> set[str]:
+    """Distribution names, normalised, without versions or extras."""
+    return {
+        re.split(r"[\[<>=;\s]", r, maxsplit=1)[0].lower().replace("_", "-") for r in requirements
+    }
+
+
+def test_cpu_image_is_the_ingest_extra_alone():
+    """The CPU image pins exactly pyproject's core dependencies plus the `ingest` extra (with
+    the extras it names), so it runs every data-side command and carries no torch."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    wanted = list(project["dependencies"])
+    for req in extras["ingest"]:
+        m = re.fullmatch(r"weakly\[(\w+)\]", req)
+        wanted += extras[m.group(1)] if m else [req]
+    pinned = [
+        x for x in (DOCKER / "requirements.txt").read_text().splitlines() if x and x[0] != "#"
+    ]
+    assert _names(pinned) == _names(wanted)
+    assert not _names(pinned) & {"torch", "torchvision"}
 
 
 def test_compose_services_and_commands():

@@ -53,13 +53,22 @@ def load_subcommand(command: Subcommand, subparsers: argparse._SubParsersAction)
     try:
         module = importlib.import_module(command.module)
     except ModuleNotFoundError as exc:
-        if exc.name and exc.name.split(".")[0] in ("weakly", "weakly_base", "pipeline", "train"):
-            raise
-        raise MissingExtra(
-            f"weakly {command.name} needs the Python package {exc.name!r}, which is not "
-            f"installed here: pip install 'weakly[{command.extra}]'"
-        ) from None
+        raise missing_extra(command, exc) from None
     getattr(module, command.register)(subparsers)
+
+
+OWN_PACKAGES = ("weakly", "weakly_base", "pipeline", "train", "wordnet_tools")
+
+
+def missing_extra(command: Subcommand, exc: ModuleNotFoundError) -> Exception:
+    """One line naming the missing package and the extra that brings it; our own missing
+    modules are bugs, not installation choices, and keep their traceback."""
+    if not exc.name or exc.name.split(".")[0] in OWN_PACKAGES:
+        return exc
+    return MissingExtra(
+        f"weakly {command.name} needs the Python package {exc.name!r}, which is not "
+        f"installed here: pip install 'weakly[{command.extra}]'"
+    )
 
 
 def build_parser(load: str | tuple[str, ...] = ()) -> argparse.ArgumentParser:
@@ -107,7 +116,10 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         args = parse(argv)
-        return int(args.func(args) or 0)
+        try:
+            return int(args.func(args) or 0)
+        except ModuleNotFoundError as exc:  # e.g. `weakly train` reaching for torch
+            raise missing_extra(BY_NAME[args.command], exc) from None
     except MissingExtra as exc:
         print(f"weakly: error: {exc}", file=sys.stderr)
         return 2

@@ -1,18 +1,16 @@
-"""A small but real `weakly` dataset, written by the letter of docs/FORMAT.md.
+"""A small but real `weakly` dataset, written through the format's own primitives.
 
-The ingest job that writes shards is built elsewhere; the trainer is built and tested against the
-format document instead, through this writer. Images are real photographs (scikit-learn's and
+The trainer is tested against datasets written here rather than by the ingest job, so its tests
+need neither Ray nor WordNet; both writers use weakly_base/shard_format.py, so the two cannot
+drift apart. Images are real photographs (scikit-learn's and
 scikit-image's bundled samples) cropped and resized so that no two samples are alike.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
-import math
 import os
-import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,6 +18,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
+
+from weakly_base import shard_format as fmt
 
 _POOL: list[np.ndarray] = []
 
@@ -86,14 +86,37 @@ def colour_stripes_jpeg(rng: np.random.Generator, labels: list[int], side: int =
     return buf.getvalue()
 
 
-def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    info.mtime = 0
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    info.mode = 0o644
-    tar.addfile(info, io.BytesIO(data))
+def _sample(
+    rng: np.random.Generator,
+    i: int,
+    labels: list[int],
+    weight: float,
+    wnids: list[str],
+    names: list[str],
+    corrupt: bool,
+    image=None,
+    min_side: int = 40,
+    max_side: int = 96,
+) -> tuple[bytes, dict]:
+    """One sample's JPEG bytes and sample json (docs/FORMAT.md), or undecodable bytes."""
+    if corrupt:
+        jpg, width, height = b"\xff\xd8\xff\xe0" + rng.bytes(200), 0, 0
+    else:
+        jpg = image(rng, labels) if image is not None else make_jpeg(rng, min_side, max_side)
+        width, height = Image.open(io.BytesIO(jpg)).size
+    meta = {
+        "key": f"k{i:07d}",
+        "labels": labels,
+        "wnids": [wnids[j] for j in labels],
+        "k": len(labels),
+        "weight": weight,
+        "phash": f"{int(rng.integers(0, 2**63)):016x}",
+        "tags": [f"#{names[j]}" for j in labels],
+        "width": width,
+        "height": height,
+        "source": f"fixture://{i}",
+    }
+    return jpg, meta
 
 
 def build_fixture(
@@ -146,120 +169,47 @@ def build_fixture(
         set(rng.choice(samples, size=corrupt, replace=False).tolist()) if corrupt else set()
     )
 
+    max_weight = max(weights)
     buckets: dict[int, list[int]] = {}
     for i, w in enumerate(weights):
-        buckets.setdefault(int(np.clip(math.floor(-2 * math.log2(w)), 0, 99)), []).append(i)
+        buckets.setdefault(fmt.weight_bucket(w, max_weight), []).append(i)
 
     shard_rows, sample_rows = [], []
     for bucket in sorted(buckets):
         members = buckets[bucket]
         for n_shard, start in enumerate(range(0, len(members), max_shard)):
-            chunk = members[start : start + max_shard]
-            rel = f"shards/{split}-{bucket:02d}-{n_shard:06d}.tar"
-            keys = sorted(f"k{i:07d}" for i in chunk)
-            tmp = root / (rel + ".tmp")
-            with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
-                for key in keys:
-                    i = int(key[1:])
-                    if i in corrupt_idx:
-                        jpg = b"\xff\xd8\xff\xe0" + rng.bytes(200)
-                        width = height = 0
-                    else:
-                        jpg = (
-                            image(rng, labels[i])
-                            if image is not None
-                            else make_jpeg(rng, min_side=min_side, max_side=max_side)
-                        )
-                        width, height = Image.open(io.BytesIO(jpg)).size
-                    meta = {
-                        "key": key,
-                        "labels": labels[i],
-                        "wnids": [wnids[j] for j in labels[i]],
-                        "k": len(labels[i]),
-                        "weight": weights[i],
-                        "phash": f"{int(rng.integers(0, 2**63)):016x}",
-                        "tags": [f"#{names[j]}" for j in labels[i]],
-                        "width": width,
-                        "height": height,
-                        "source": f"fixture://{i}",
-                    }
-                    if extra_meta is not None:
-                        meta.update(extra_meta(labels[i]))
-                    _add_member(tar, f"{key}.jpg", jpg)
-                    _add_member(tar, f"{key}.json", json.dumps(meta).encode())
-                    sample_rows.append(
-                        (key, split, rel, labels[i], weights[i], int(meta["phash"], 16))
-                    )
-            data = tmp.read_bytes()
-            os.replace(tmp, root / rel)
-            w_chunk = [weights[int(k[1:])] for k in keys]
-            row = {
-                "file": rel,
-                "split": split,
-                "bucket": bucket,
-                "n": len(keys),
-                "weight_sum": float(sum(w_chunk)),
-                "weight_max": float(max(w_chunk)),
-                "bytes": len(data),
-                "sha256": hashlib.sha256(data).hexdigest(),
-            }
-            (root / rel.replace(".tar", ".stats.json")).write_text(json.dumps(row))
-            shard_rows.append(row)
+            records = []
+            for i in members[start : start + max_shard]:
+                jpg, meta = _sample(
+                    rng, i, labels[i], weights[i], wnids, names, i in corrupt_idx,
+                    image, min_side, max_side,
+                )  # fmt: skip
+                if extra_meta is not None:
+                    meta.update(extra_meta(labels[i]))
+                records.append(fmt.ShardRecord(meta["key"], jpg, meta))
+            name = fmt.shard_name(split, bucket, n_shard)
+            data, keys = fmt.shard_bytes(records)
+            (root / fmt.SHARD_DIR / name).write_bytes(data)
+            stats = fmt.shard_stats(
+                name, data, len(keys), split, bucket, [r.meta["weight"] for r in records]
+            )
+            (root / fmt.SHARD_DIR / fmt.stats_name(name)).write_text(json.dumps(stats))
+            rel = f"{fmt.SHARD_DIR}/{name}"
+            shard_rows.append({**stats, "file": rel})
+            for r in sorted(records, key=lambda r: r.key):
+                m = r.meta
+                sample_rows.append(
+                    {"key": r.key, "split": split, "shard": rel, "labels": m["labels"],
+                     "weight": m["weight"], "phash": int(m["phash"], 16)}
+                )  # fmt: skip
 
-    shard_schema = pa.schema(
-        [
-            ("file", pa.string()),
-            ("split", pa.string()),
-            ("bucket", pa.int32()),
-            ("n", pa.int64()),
-            ("weight_sum", pa.float64()),
-            ("weight_max", pa.float64()),
-            ("bytes", pa.int64()),
-            ("sha256", pa.string()),
-        ]
-    )
-    pq.write_table(
-        pa.Table.from_pylist(shard_rows, schema=shard_schema), root / "index/shards.parquet"
-    )
-    cols = list(zip(*sample_rows, strict=True))
-    sample_table = pa.table(
-        {
-            "key": pa.array(cols[0], pa.string()),
-            "split": pa.array(cols[1], pa.string()),
-            "shard": pa.array(cols[2], pa.string()),
-            "labels": pa.array(cols[3], pa.list_(pa.int32())),
-            "weight": pa.array(cols[4], pa.float64()),
-            "phash": pa.array(cols[5], pa.uint64()),
-        }
-    )
-    pq.write_table(sample_table, root / "index/samples.parquet")
-    pq.write_table(
-        pa.table(
-            {
-                "source": pa.array([], pa.string()),
-                "row": pa.array([], pa.int64()),
-                "key": pa.array([], pa.string()),
-                "reason": pa.array([], pa.string()),
-                "detail": pa.array([], pa.string()),
-            }
-        ),
-        root / "index/rejects.parquet",
-    )
-    pq.write_table(
-        pa.table(
-            {
-                "key": pa.array([], pa.string()),
-                "eval_set": pa.array([], pa.string()),
-                "eval_id": pa.array([], pa.string()),
-                "distance": pa.array([], pa.int32()),
-            }
-        ),
-        root / "index/eval_matches.parquet",
-    )
-    (root / "config.json").write_text(json.dumps({"fixture": True, "seed": seed}))
+    _write_table(root / fmt.SHARDS_INDEX, shard_rows, fmt.SHARDS_SCHEMA)
+    _write_table(root / fmt.SAMPLES_INDEX, sample_rows, fmt.SAMPLES_SCHEMA)
+    _write_table(root / fmt.REJECTS_INDEX, [], fmt.REJECTS_SCHEMA)
+    _write_table(root / fmt.EVAL_MATCHES_INDEX, [], fmt.EVAL_MATCHES_SCHEMA)
+    (root / fmt.CONFIG_JSON).write_text(json.dumps({"fixture": True, "seed": seed}))
     dataset = {
-        "format": "weakly-shards",
-        "format_version": 1,
+        **fmt.dataset_header(),
         "hash_version": "weakly-phash-v1",
         "vocabulary": {
             "name": "fixture",
@@ -284,5 +234,9 @@ def build_fixture(
         "totals": {"input_rows": samples, "written": samples, "rejected": 0},
         "eval_dedup": {"index": None, "radius": 10, "removed": 0},
     }
-    (root / "dataset.json").write_text(json.dumps(dataset, indent=1))
+    (root / fmt.DATASET_JSON).write_text(json.dumps(dataset, indent=1))
     return root
+
+
+def _write_table(path: Path, rows: list[dict], schema) -> None:
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
