@@ -42,8 +42,10 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         if path.suffix == ".json":
             values = json.loads(text)
         elif path.suffix == ".toml":
-            import tomllib
-
+            try:
+                import tomllib
+            except ImportError:  # Python 3.10
+                raise ConfigError(f"--config {path}: TOML needs Python 3.11 or newer") from None
             values = tomllib.loads(text)
         else:
             values = yaml.safe_load(text)
