@@ -11,7 +11,6 @@ error: a probe over one class measures nothing.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,7 +132,3 @@ def describe_notes(notes: dict[str, list[str]]) -> list[str]:
         for what, items in notes.items()
         if items
     ]
-
-
-def notes_json(notes: dict[str, list[str]]) -> str:
-    return json.dumps({k: len(v) for k, v in notes.items()}, sort_keys=True)

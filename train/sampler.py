@@ -81,20 +81,6 @@ def emission_count(weight: float, weight_sum: float, c: float, u: float) -> int:
     return whole + int(u < x - whole)
 
 
-def emission_counts(weights: np.ndarray, weight_sum: float, c: float, u: np.ndarray) -> np.ndarray:
-    """Vectorised `emission_count`, for audits of a whole shard."""
-    if weight_sum <= 0:
-        return np.zeros(len(weights), dtype=np.int64)
-    x = c * np.maximum(np.asarray(weights, dtype=np.float64), 0.0) / weight_sum
-    whole = np.floor(x)
-    return (whole + (u < x - whole)).astype(np.int64)
-
-
-def expected_frequency(plan: Plan, weights: np.ndarray) -> np.ndarray:
-    """Expected emissions per visit of each sample under weighted sampling (for tests)."""
-    return plan.mean_shard_size * np.asarray(weights) / float(np.sum(plan.weight_sums))
-
-
 @dataclass
 class StreamState:
     """Where a slot's stream stands; enough to continue it exactly.

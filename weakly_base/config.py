@@ -63,11 +63,6 @@ def _kind(path: Path) -> str:
     return {".json": "JSON", ".toml": "TOML"}.get(path.suffix, "YAML")
 
 
-def _flag(action: argparse.Action) -> str:
-    longs = [s for s in action.option_strings if s.startswith("--")]
-    return longs[0] if longs else action.dest
-
-
 def _is_bool_action(action: argparse.Action) -> bool:
     return isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction))
 
