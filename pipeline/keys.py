@@ -14,17 +14,17 @@ import re
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from weakly_base.shard_format import KEY_RE
+
 from .arrow_lists import lists_from_parents
 
-_SAFE = re.compile(r"[A-Za-z0-9_-]{1,90}")  # USTAR names: 100 bytes with ".json"
-# The same rule for Arrow's RE2, where `$` matches only at the very end (Python's `$` also
-# matches before a final newline, which is why `_SAFE` is used with fullmatch).
-SAFE_KEY_PATTERN = "^" + _SAFE.pattern + "$"
 _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9_-]+")
 
 
 def sanitise_key(key: str) -> str:
-    if _SAFE.fullmatch(key):
+    """`key` itself if it matches the format's key rule (`KEY_RE`), else a safe key that keeps
+    a readable prefix and a digest of the original."""
+    if KEY_RE.fullmatch(key):
         return key
     readable = _UNSAFE_CHARS.sub("_", key)[:80].strip("_") or "k"
     return f"{readable}-{hashlib.sha1(key.encode('utf-8', 'surrogatepass')).hexdigest()[:12]}"

@@ -18,10 +18,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from weakly_base.shard_format import KEY_PATTERN, weight_bucket
+
 from .arrow_lists import lists_from_parents
-from .keys import SAFE_KEY_PATTERN, row_keys, sanitise_key
+from .keys import row_keys, sanitise_key
 from .manifest import ROWS_SCHEMA, Columns, ManifestError, read_manifest
-from .weights import WeightConfig, synset_weight_array, weight_bucket
+from .weights import WeightConfig, synset_weight_array
 
 
 class PlanConfig(Protocol):
@@ -89,7 +91,7 @@ def _row_keys(table: pa.Table) -> tuple[pa.Array, pa.Array]:
         derived.append(pa.array(keys, pa.string()))
     if derived:
         raw = _scatter(raw, derive, pa.concat_arrays(derived))
-    safe = pc.fill_null(pc.match_substring_regex(raw, SAFE_KEY_PATTERN), True)
+    safe = pc.fill_null(pc.match_substring_regex(raw, KEY_PATTERN), True)
     unsafe = np.flatnonzero(~safe.to_numpy(zero_copy_only=False))
     originals = raw.take(pa.array(unsafe, pa.int64())).to_pylist()
     cleaned = [sanitise_key(k) for k in originals]

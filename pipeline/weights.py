@@ -73,15 +73,3 @@ def image_weight(
     if config.scheme == "inv-sqrt" and any(counts[s] < config.rare_threshold for s in labels):
         weight *= config.rare_upsample
     return weight
-
-
-def weight_bucket(weight: float, max_weight: float, factor: float = 2.0, buckets: int = 100) -> int:
-    """Log-scale bucket: bucket b holds weights in (max/factor^(b+1), max/factor^b].
-
-    Shards are cut within a bucket, so a shard's weights differ by at most `factor` and the
-    sampler reads almost every byte it fetches.
-    """
-    if weight <= 0 or max_weight <= 0:
-        raise ValueError("weights must be positive")
-    ratio = max_weight / weight
-    return min(buckets - 1, max(0, int(math.floor(math.log(ratio, factor) + 1e-9))))

@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 from pipeline.keys import row_key, row_keys, sanitise_key
 from pipeline.manifest import Columns, _columnar_to_rows, _records_to_table, read_manifest
 from pipeline.pass1 import canonicalise_rows, duplicate_of, pass1_file, plan_labels
-from pipeline.weights import WeightConfig, image_weight, synset_weights, weight_bucket
+from pipeline.weights import WeightConfig, image_weight, synset_weights
+from weakly_base.shard_format import weight_bucket
 from wordnet_tools import load_lexicon, top_k_vocabulary
 
 

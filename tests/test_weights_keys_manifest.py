@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from pipeline.keys import sanitise_key
 from pipeline.manifest import ManifestError, list_manifest_files, read_manifest
 from pipeline.pass1 import apply_label_noise, duplicate_of
-from pipeline.weights import WeightConfig, image_weight, synset_weights, weight_bucket
+from pipeline.weights import WeightConfig, image_weight, synset_weights
+from weakly_base.shard_format import weight_bucket
 
 COUNTS = {"a": 100, "b": 4, "c": 25}
 
