@@ -35,24 +35,6 @@ def sanitise_key(key: str) -> str:
 _NULL = "\x01"
 
 
-def _escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\x00", "\\0").replace("\x01", "\\1")
-
-
-def row_key(url: str | None, path: str | None, image: bytes | None, tags: list[str] | None) -> str:
-    """A stable key for a row without one: a digest of its image reference and tags.
-
-    `row_keys` computes the same keys for a whole table; this is the one-row definition.
-    """
-    fields = [
-        _NULL if url is None else _escape(url),
-        _NULL if path is None else _escape(path),
-        _NULL if image is None else hashlib.sha1(image).hexdigest(),
-        _NULL if tags is None else f"{len(tags)}:" + "\x00".join(_escape(t) for t in tags),
-    ]
-    return hashlib.sha1("\x00".join(fields).encode("utf-8", "surrogatepass")).hexdigest()[:20]
-
-
 def _escape_column(column: pa.Array) -> pa.Array:
     for old, new in (("\\", "\\\\"), ("\x00", "\\0"), ("\x01", "\\1")):
         column = pc.replace_substring(column, old, new)
@@ -60,8 +42,11 @@ def _escape_column(column: pa.Array) -> pa.Array:
 
 
 def row_keys(url: pa.Array, path: pa.Array, image: pa.Array, tags: pa.Array) -> list[str]:
-    """`row_key` for every row, with the text built by Arrow kernels (one sha1 call per row
-    is all the Python left), because keyless manifests make this the hot loop of pass 1."""
+    """A stable key for each row without one: the first 20 hex digits of the sha1 of its
+    fields (url, path, sha1 of the inline image, tag count and tags), each escaped, joined by
+    NUL, a null field as \\x01. The text is built by Arrow kernels (one sha1 call per row is all
+    the Python left), because keyless manifests make this the hot loop of pass 1;
+    tests/one_row_reference.py spells the same rule one row at a time."""
     n = len(url)
     images = image.to_pylist() if image.null_count < n else None
     digests = pa.array(

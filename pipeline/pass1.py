@@ -196,12 +196,6 @@ def first_occurrence(keys: pa.Array) -> np.ndarray:
     return first[codes]
 
 
-def duplicate_of(keys: list[str | None]) -> list[int | None]:
-    """For each row, the index of the earlier row with the same key (None if first or keyless)."""
-    first = first_occurrence(pa.array(keys, pa.string()))
-    return [None if f < 0 or f == i else int(f) for i, f in enumerate(first.tolist())]
-
-
 def apply_label_noise(
     wnids: list[list[str]], keys: list[str], counts: Counter, p: float, seed: int
 ) -> list[list[str]]:
@@ -259,7 +253,7 @@ def _image_weights(
 ) -> np.ndarray:
     """Per-row weight from (row, synset code) pairs sorted by row; 0 for rows without labels.
 
-    The same law as `weights.image_weight`, as array reductions over each row's labels.
+    The weighting law of pipeline/weights.py, as array reductions over each row's labels.
     """
     per_synset = synset_weight_array(counts, config)
     weights = np.zeros(n, np.float64)

@@ -187,11 +187,6 @@ def hashes_from_blocks(blocks: np.ndarray) -> np.ndarray:
     return (bits.astype(np.uint64) * _MSB_FIRST).sum(axis=1, dtype=np.uint64)
 
 
-def dct_block(img: Image.Image | np.ndarray) -> np.ndarray:
-    """8x8 DCT block of an already-decoded image: the input for flip/rotation variants."""
-    return dct_blocks(luma32(img)[None])[0]
-
-
 def phash_array(img: Image.Image | np.ndarray) -> int:
     """Hash of a decoded image (PIL Image, or uint8 HxW / HxWx3 / HxWx4 array).
 

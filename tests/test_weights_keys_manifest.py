@@ -8,11 +8,12 @@ import math
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from one_row_reference import duplicate_of, image_weight, synset_weights
 
 from pipeline.keys import sanitise_key
 from pipeline.manifest import ManifestError, list_manifest_files, read_manifest
-from pipeline.pass1 import apply_label_noise, duplicate_of
-from pipeline.weights import WeightConfig, image_weight, synset_weights
+from pipeline.pass1 import apply_label_noise
+from pipeline.weights import WeightConfig
 from weakly_base.shard_format import weight_bucket
 
 COUNTS = {"a": 100, "b": 4, "c": 25}
