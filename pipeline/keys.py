@@ -14,11 +14,14 @@ import re
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from weakly_base.shard_format import KEY_RE
+from weakly_base.shard_format import KEY_MAX_LEN, KEY_RE
 
 from .arrow_lists import lists_from_parents
 
 _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9_-]+")
+_DIGEST_CHARS = 12
+# The readable prefix leaves room for "-" and the digest within the key rule's length.
+_READABLE_CHARS = KEY_MAX_LEN - 1 - _DIGEST_CHARS
 
 
 def sanitise_key(key: str) -> str:
@@ -26,8 +29,9 @@ def sanitise_key(key: str) -> str:
     a readable prefix and a digest of the original."""
     if KEY_RE.fullmatch(key):
         return key
-    readable = _UNSAFE_CHARS.sub("_", key)[:80].strip("_") or "k"
-    return f"{readable}-{hashlib.sha1(key.encode('utf-8', 'surrogatepass')).hexdigest()[:12]}"
+    readable = _UNSAFE_CHARS.sub("_", key)[:_READABLE_CHARS].strip("_") or "k"
+    digest = hashlib.sha1(key.encode("utf-8", "surrogatepass")).hexdigest()[:_DIGEST_CHARS]
+    return f"{readable}-{digest}"
 
 
 # Derived keys hash an unambiguous text of the row: each field escaped so that NUL (the field
