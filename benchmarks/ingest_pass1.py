@@ -21,8 +21,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.ingest import IngestConfig, pass1_file, plan_labels
+from pipeline.ingest import IngestConfig
 from pipeline.manifest import Columns
+from pipeline.pass1 import pass1_file, plan_labels
 from wordnet_tools import load_lexicon
 
 

@@ -14,43 +14,29 @@ import re
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from weakly_base.shard_format import KEY_MAX_LEN, KEY_RE
+
 from .arrow_lists import lists_from_parents
 
-_SAFE = re.compile(r"[A-Za-z0-9_-]{1,90}")  # USTAR names: 100 bytes with ".json"
-# The same rule for Arrow's RE2, where `$` matches only at the very end (Python's `$` also
-# matches before a final newline, which is why `_SAFE` is used with fullmatch).
-SAFE_KEY_PATTERN = "^" + _SAFE.pattern + "$"
 _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9_-]+")
+_DIGEST_CHARS = 12
+# The readable prefix leaves room for "-" and the digest within the key rule's length.
+_READABLE_CHARS = KEY_MAX_LEN - 1 - _DIGEST_CHARS
 
 
 def sanitise_key(key: str) -> str:
-    if _SAFE.fullmatch(key):
+    """`key` itself if it matches the format's key rule (`KEY_RE`), else a safe key that keeps
+    a readable prefix and a digest of the original."""
+    if KEY_RE.fullmatch(key):
         return key
-    readable = _UNSAFE_CHARS.sub("_", key)[:80].strip("_") or "k"
-    return f"{readable}-{hashlib.sha1(key.encode('utf-8', 'surrogatepass')).hexdigest()[:12]}"
+    readable = _UNSAFE_CHARS.sub("_", key)[:_READABLE_CHARS].strip("_") or "k"
+    digest = hashlib.sha1(key.encode("utf-8", "surrogatepass")).hexdigest()[:_DIGEST_CHARS]
+    return f"{readable}-{digest}"
 
 
 # Derived keys hash an unambiguous text of the row: each field escaped so that NUL (the field
 # and tag separator) and \x01 (the null marker) never occur inside it.
 _NULL = "\x01"
-
-
-def _escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\x00", "\\0").replace("\x01", "\\1")
-
-
-def row_key(url: str | None, path: str | None, image: bytes | None, tags: list[str] | None) -> str:
-    """A stable key for a row without one: a digest of its image reference and tags.
-
-    `row_keys` computes the same keys for a whole table; this is the one-row definition.
-    """
-    fields = [
-        _NULL if url is None else _escape(url),
-        _NULL if path is None else _escape(path),
-        _NULL if image is None else hashlib.sha1(image).hexdigest(),
-        _NULL if tags is None else f"{len(tags)}:" + "\x00".join(_escape(t) for t in tags),
-    ]
-    return hashlib.sha1("\x00".join(fields).encode("utf-8", "surrogatepass")).hexdigest()[:20]
 
 
 def _escape_column(column: pa.Array) -> pa.Array:
@@ -60,8 +46,11 @@ def _escape_column(column: pa.Array) -> pa.Array:
 
 
 def row_keys(url: pa.Array, path: pa.Array, image: pa.Array, tags: pa.Array) -> list[str]:
-    """`row_key` for every row, with the text built by Arrow kernels (one sha1 call per row
-    is all the Python left), because keyless manifests make this the hot loop of pass 1."""
+    """A stable key for each row without one: the first 20 hex digits of the sha1 of its
+    fields (url, path, sha1 of the inline image, tag count and tags), each escaped, joined by
+    NUL, a null field as \\x01. The text is built by Arrow kernels (one sha1 call per row is all
+    the Python left), because keyless manifests make this the hot loop of pass 1;
+    tests/one_row_reference.py spells the same rule one row at a time."""
     n = len(url)
     images = image.to_pylist() if image.null_count < n else None
     digests = pa.array(

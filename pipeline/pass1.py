@@ -18,10 +18,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from weakly_base.shard_format import KEY_PATTERN, weight_bucket
+
 from .arrow_lists import lists_from_parents
-from .keys import SAFE_KEY_PATTERN, row_keys, sanitise_key
+from .keys import row_keys, sanitise_key
 from .manifest import ROWS_SCHEMA, Columns, ManifestError, read_manifest
-from .weights import WeightConfig, synset_weight_array, weight_bucket
+from .weights import WeightConfig, synset_weight_array
 
 
 class PlanConfig(Protocol):
@@ -89,7 +91,7 @@ def _row_keys(table: pa.Table) -> tuple[pa.Array, pa.Array]:
         derived.append(pa.array(keys, pa.string()))
     if derived:
         raw = _scatter(raw, derive, pa.concat_arrays(derived))
-    safe = pc.fill_null(pc.match_substring_regex(raw, SAFE_KEY_PATTERN), True)
+    safe = pc.fill_null(pc.match_substring_regex(raw, KEY_PATTERN), True)
     unsafe = np.flatnonzero(~safe.to_numpy(zero_copy_only=False))
     originals = raw.take(pa.array(unsafe, pa.int64())).to_pylist()
     cleaned = [sanitise_key(k) for k in originals]
@@ -194,12 +196,6 @@ def first_occurrence(keys: pa.Array) -> np.ndarray:
     return first[codes]
 
 
-def duplicate_of(keys: list[str | None]) -> list[int | None]:
-    """For each row, the index of the earlier row with the same key (None if first or keyless)."""
-    first = first_occurrence(pa.array(keys, pa.string()))
-    return [None if f < 0 or f == i else int(f) for i, f in enumerate(first.tolist())]
-
-
 def apply_label_noise(
     wnids: list[list[str]], keys: list[str], counts: Counter, p: float, seed: int
 ) -> list[list[str]]:
@@ -257,7 +253,7 @@ def _image_weights(
 ) -> np.ndarray:
     """Per-row weight from (row, synset code) pairs sorted by row; 0 for rows without labels.
 
-    The same law as `weights.image_weight`, as array reductions over each row's labels.
+    The weighting law of pipeline/weights.py, as array reductions over each row's labels.
     """
     per_synset = synset_weight_array(counts, config)
     weights = np.zeros(n, np.float64)
@@ -276,30 +272,37 @@ def _image_weights(
     return weights
 
 
-def plan_labels(rows: pa.Table, config: PlanConfig, lexicon) -> LabelPlan:
-    """Duplicate keys, vocabulary, label noise, counts, weights and buckets (a pure function)."""
+def _reject_duplicates(rows: pa.Table, key_column: pa.Array, rejects: pa.Array, live) -> pa.Array:
+    """Every live row whose key an earlier row has is rejected, naming the first; `live` is
+    updated in place."""
+    n = rows.num_rows
+    first = first_occurrence(key_column)
+    duplicates = np.flatnonzero((first >= 0) & (first != np.arange(n)) & live)
+    if len(duplicates) == 0:
+        return rejects
+    firsts = pa.array(first[duplicates], pa.int64())
+    sources = rows["source"].combine_chunks().take(firsts).to_pylist()
+    numbers = rows["row"].combine_chunks().take(firsts).to_pylist()
+    live[duplicates] = False
+    return _scatter(
+        rejects,
+        duplicates,
+        [
+            f"duplicate_key: first at {source} row {number}"
+            for source, number in zip(sources, numbers, strict=True)
+        ],
+    )
+
+
+def _cut_to_vocabulary(
+    rows: pa.Table, rejects: pa.Array, live, config: PlanConfig, lexicon
+) -> tuple[tuple[str, ...], pa.Array, pa.Array]:
+    """(vocabulary, every row's labels cut to it, rejects): a live row left without a label is
+    rejected as out of vocabulary; `live` is updated in place. For top:K, the vocabulary is the
+    K synsets the live rows name most."""
     from wordnet_tools import top_k_vocabulary
 
     n = rows.num_rows
-    key_column = rows["key"].combine_chunks()
-    first = first_occurrence(key_column)
-    rejects = rows["reject"].combine_chunks()
-    live = pc.is_null(rejects).to_numpy(zero_copy_only=False)
-    duplicates = np.flatnonzero((first >= 0) & (first != np.arange(n)) & live)
-    if len(duplicates):
-        firsts = pa.array(first[duplicates], pa.int64())
-        sources = rows["source"].combine_chunks().take(firsts).to_pylist()
-        numbers = rows["row"].combine_chunks().take(firsts).to_pylist()
-        rejects = _scatter(
-            rejects,
-            duplicates,
-            [
-                f"duplicate_key: first at {source} row {number}"
-                for source, number in zip(sources, numbers, strict=True)
-            ],
-        )
-        live[duplicates] = False
-
     parents, flat = _list_parts(rows["wnids"].combine_chunks())
     encoded = pc.dictionary_encode(flat) if len(flat) else None
     names = encoded.dictionary.to_pylist() if encoded is not None else []
@@ -329,27 +332,36 @@ def plan_labels(rows: pa.Table, config: PlanConfig, lexicon) -> LabelPlan:
     )
     live &= has_label
     vocab_names = pa.array(vocabulary, pa.string())
-    wnid_lists = _lists_from_pairs(parents[keep], vcodes[keep], vocab_names, n)
+    return vocabulary, _lists_from_pairs(parents[keep], vcodes[keep], vocab_names, n), rejects
 
-    if config.label_noise > 0:
-        live_idx = np.flatnonzero(live)
-        wnids = wnid_lists.to_pylist()
-        keys = key_column.to_pylist()
-        counter = Counter(w for i in live_idx.tolist() for w in wnids[i])
-        noisy = apply_label_noise(
-            [wnids[i] for i in live_idx.tolist()],
-            [keys[i] for i in live_idx.tolist()],
-            counter,
-            config.label_noise,
-            config.seed,
-        )
-        for i, labels in zip(live_idx.tolist(), noisy, strict=True):
-            wnids[i] = labels
-        wnid_lists = pa.array(wnids, pa.list_(pa.string()))
 
+def _noisy_labels(wnid_lists: pa.Array, key_column: pa.Array, live, config: PlanConfig):
+    """The live rows' labels with `config.label_noise` applied (apply_label_noise)."""
+    live_idx = np.flatnonzero(live)
+    wnids = wnid_lists.to_pylist()
+    keys = key_column.to_pylist()
+    counter = Counter(w for i in live_idx.tolist() for w in wnids[i])
+    noisy = apply_label_noise(
+        [wnids[i] for i in live_idx.tolist()],
+        [keys[i] for i in live_idx.tolist()],
+        counter,
+        config.label_noise,
+        config.seed,
+    )
+    for i, labels in zip(live_idx.tolist(), noisy, strict=True):
+        wnids[i] = labels
+    return pa.array(wnids, pa.list_(pa.string()))
+
+
+def _weights_and_buckets(
+    wnid_lists: pa.Array, live, vocabulary: tuple[str, ...], config: PlanConfig
+) -> tuple[Counter, np.ndarray, np.ndarray]:
+    """(f(s) per synset, weight per row, weight bucket per row) over the live rows' labels."""
+    n = len(live)
     # Counts and weights over the live rows' (row, code) pairs, sorted by row then code.
     parents, flat = _list_parts(wnid_lists)
     on = live[parents] if len(parents) else np.zeros(0, bool)
+    vocab_names = pa.array(vocabulary, pa.string())
     recode_final = pc.index_in(flat, value_set=vocab_names).to_numpy(zero_copy_only=False)
     pair_rows, pair_codes = parents[on], recode_final[on].astype(np.int64)
     counts = np.bincount(pair_codes, minlength=len(vocabulary))
@@ -363,12 +375,17 @@ def plan_labels(rows: pa.Table, config: PlanConfig, lexicon) -> LabelPlan:
     count_map = Counter(
         {w: int(c) for w, c in zip(vocabulary, counts.tolist(), strict=True) if c > 0}
     )
-    return LabelPlan(
-        key_column,
-        rejects,
-        wnid_lists,
-        vocabulary,
-        count_map,
-        weights,
-        buckets,
-    )
+    return count_map, weights, buckets
+
+
+def plan_labels(rows: pa.Table, config: PlanConfig, lexicon) -> LabelPlan:
+    """Duplicate keys, vocabulary, label noise, counts, weights and buckets (a pure function)."""
+    key_column = rows["key"].combine_chunks()
+    rejects = rows["reject"].combine_chunks()
+    live = pc.is_null(rejects).to_numpy(zero_copy_only=False)
+    rejects = _reject_duplicates(rows, key_column, rejects, live)
+    vocabulary, wnid_lists, rejects = _cut_to_vocabulary(rows, rejects, live, config, lexicon)
+    if config.label_noise > 0:
+        wnid_lists = _noisy_labels(wnid_lists, key_column, live, config)
+    counts, weights, buckets = _weights_and_buckets(wnid_lists, live, vocabulary, config)
+    return LabelPlan(key_column, rejects, wnid_lists, vocabulary, counts, weights, buckets)

@@ -1,37 +1,19 @@
-"""Writing tar shards that any tar reader and plain `webdataset` accept, atomically and
-byte-for-byte reproducibly.
+"""Writing shards atomically: the bytes and stats come from the format (weakly_base/shard_format.py:
+`shard_bytes`, `shard_stats`); this module commits them.
 
-Members are `{key}.jpg` then `{key}.json`, contiguous, sorted by key, with fixed metadata
-(mtime 0, uid/gid 0, mode 0644), so the same samples give the same bytes. The tar is written to
-`.tmp`, fsynced and renamed; the `.stats.json` beside it is written last and is the commit
-marker: a tar without it is not part of the dataset and is rewritten on resume.
+The tar is written to `.tmp`, fsynced and renamed; the `.stats.json` beside it is written last
+and is the commit marker: a tar without it is not part of the dataset and is rewritten on
+resume.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import os
-import tarfile
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
-
-@dataclass
-class ShardSample:
-    key: str
-    jpeg: bytes
-    meta: dict  # the sample json
-
-
-def _member(name: str, size: int) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.size, info.mtime, info.mode = size, 0, 0o644
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    return info
+from weakly_base.shard_format import ShardRecord, shard_bytes, shard_stats, stats_name
 
 
 class WriteFailed(RuntimeError):
@@ -69,7 +51,7 @@ def _fsync_write(path: Path, data: bytes) -> None:
 
 
 def stats_path(tar_path: Path) -> Path:
-    return tar_path.with_name(tar_path.name[: -len(".tar")] + ".stats.json")
+    return tar_path.with_name(stats_name(tar_path.name))
 
 
 def is_committed(tar_path: Path) -> bool:
@@ -84,28 +66,22 @@ def is_committed(tar_path: Path) -> bool:
         return False
 
 
-def write_shard(tar_path: Path, samples: Iterable[ShardSample], extra_stats: dict) -> dict:
-    """Write one shard and its commit marker; return the stats written."""
-    ordered = sorted(samples, key=lambda s: s.key)
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-        for sample in ordered:
-            meta = json.dumps(sample.meta, sort_keys=True, ensure_ascii=False).encode()
-            tar.addfile(_member(f"{sample.key}.jpg", len(sample.jpeg)), io.BytesIO(sample.jpeg))
-            tar.addfile(_member(f"{sample.key}.json", len(meta)), io.BytesIO(meta))
-    data = buffer.getvalue()
+def write_shard(
+    tar_path: Path,
+    records: Iterable[ShardRecord],
+    split: str,
+    bucket: int,
+    weights: Iterable[float],
+) -> tuple[dict, list[str]]:
+    """Write one shard and its commit marker; return the stats written and the keys the shard
+    holds, in stored order."""
+    data, keys = shard_bytes(records)
     try:
         tar_path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise write_failed(tar_path.parent, exc) from None
     stats_path(tar_path).unlink(missing_ok=True)  # a stale marker must never vouch for new bytes
     _fsync_write(tar_path, data)
-    stats = {
-        "file": tar_path.name,
-        "n": len(ordered),
-        "bytes": len(data),
-        "sha256": hashlib.sha256(data).hexdigest(),
-        **extra_stats,
-    }
+    stats = shard_stats(tar_path.name, data, len(keys), split, bucket, weights)
     _fsync_write(stats_path(tar_path), json.dumps(stats, sort_keys=True).encode())
-    return stats
+    return stats, keys

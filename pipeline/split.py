@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import hashlib
 
-TRAIN = "train"
-VAL = "val"
+from weakly_base.shard_format import TRAIN, VAL
+
 _SALT = b"weakly-holdout-v1:"
 
 
@@ -34,7 +34,3 @@ def split_of(key: str, holdout: float) -> str:
 def splits_for(holdout: float) -> tuple[str, ...]:
     """The splits an ingest with this holdout writes, in file-name order."""
     return (TRAIN, VAL) if holdout > 0 else (TRAIN,)
-
-
-def shard_name(split: str, bucket: int, n: int) -> str:
-    return f"{split}-{bucket:02d}-{n:06d}.tar"

@@ -12,8 +12,6 @@ as its rarest tag) or `mean`.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -41,15 +39,9 @@ class WeightConfig:
         return asdict(self)
 
 
-def synset_weights(counts: Mapping[str, int], config: WeightConfig) -> dict[str, float]:
-    """Weight each synset contributes to an image that carries it."""
-    if config.scheme == "natural":
-        return {s: 1.0 for s, f in counts.items() if f > 0}
-    return {s: 1.0 / math.sqrt(f) for s, f in counts.items() if f > 0}
-
-
 def synset_weight_array(counts: np.ndarray, config: WeightConfig) -> np.ndarray:
-    """`synset_weights` for synset codes 0..V-1 with image counts `counts` (0 where unused)."""
+    """The weight each synset contributes to an image that carries it, for synset codes
+    0..V-1 with image counts `counts` (0 where unused)."""
     counts = np.asarray(counts, dtype=np.float64)
     if config.scheme == "natural":
         return (counts > 0).astype(np.float64)
@@ -57,31 +49,3 @@ def synset_weight_array(counts: np.ndarray, config: WeightConfig) -> np.ndarray:
     used = counts > 0
     out[used] = 1.0 / np.sqrt(counts[used])
     return out
-
-
-def image_weight(
-    labels: Sequence[str],
-    per_synset: Mapping[str, float],
-    counts: Mapping[str, int],
-    config: WeightConfig,
-) -> float:
-    """Sampling weight of one image from its (non-empty) canonical labels."""
-    if not labels:
-        raise ValueError("an image needs at least one label to have a weight")
-    values = [per_synset[s] for s in labels]
-    weight = max(values) if config.reduce == "max" else sum(values) / len(values)
-    if config.scheme == "inv-sqrt" and any(counts[s] < config.rare_threshold for s in labels):
-        weight *= config.rare_upsample
-    return weight
-
-
-def weight_bucket(weight: float, max_weight: float, factor: float = 2.0, buckets: int = 100) -> int:
-    """Log-scale bucket: bucket b holds weights in (max/factor^(b+1), max/factor^b].
-
-    Shards are cut within a bucket, so a shard's weights differ by at most `factor` and the
-    sampler reads almost every byte it fetches.
-    """
-    if weight <= 0 or max_weight <= 0:
-        raise ValueError("weights must be positive")
-    ratio = max_weight / weight
-    return min(buckets - 1, max(0, int(math.floor(math.log(ratio, factor) + 1e-9))))

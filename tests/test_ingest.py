@@ -301,3 +301,32 @@ def test_trainer_reads_what_ingest_writes(ray_local, synth_data, lexicon_dir, tm
     assert main(argv) == 0
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert metrics[-1]["step"] == 3 and metrics[-1]["loss"] > 0
+
+
+def test_index_places_samples_where_the_shard_writers_reported():
+    """samples.parquet takes each sample's split and shard from write_bucket's report (here an
+    assignment no cut by position would give), and refuses a report that misses a sample."""
+    from pipeline.buckets import WrittenShard
+    from pipeline.index_writer import samples_table
+
+    parts = pa.table(
+        {
+            "key": ["c", "a", "b", "x"], "source": ["m"] * 4, "row": [0, 1, 2, 3],
+            "labels": [[1], [2], [3], None], "weight": [1.0, 2.0, 3.0, None],
+            "phash": pa.array([7, 8, 9, None], pa.uint64()),
+            "reject": [None, None, None, "fetch_error"], "detail": [None, None, None, "404"],
+            "matches": [None] * 4,
+        }
+    )  # fmt: skip
+    shards = [
+        WrittenShard({"file": "val-00-000000.tar", "split": "val"}, ["c"]),
+        WrittenShard({"file": "train-03-000005.tar", "split": "train"}, ["a", "b"]),
+    ]
+    samples = samples_table(parts, shards).to_pylist()
+    assert [(s["key"], s["split"], s["shard"], s["labels"], s["weight"]) for s in samples] == [
+        ("a", "train", "shards/train-03-000005.tar", [2], 2.0),
+        ("b", "train", "shards/train-03-000005.tar", [3], 3.0),
+        ("c", "val", "shards/val-00-000000.tar", [1], 1.0),
+    ]
+    with pytest.raises(RuntimeError, match="shard assignment broken"):
+        samples_table(parts, shards[1:])

@@ -12,7 +12,8 @@ import time
 import pytest
 from ingest_fixtures import output_digest
 
-from weakly.cli import main
+from pipeline.ingest_cli import config_from_args
+from weakly.cli import main, parse
 
 
 @pytest.mark.parametrize(
@@ -37,18 +38,38 @@ def test_bad_flags_are_clear(tmp_path, capsys, args, message):
 
 
 def test_config_file_errors(tmp_path, capsys):
+    """Every config-file error is one line naming the file and the key, exit code 2."""
     bad = tmp_path / "c.yaml"
     bad.write_text("shard_size: 10\nnot_an_option: 1\n")
-    with pytest.raises(SystemExit):
-        main(["ingest", "--config", str(bad)])
-    assert "unknown options not_an_option" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        main(["ingest", "--config", str(tmp_path / "absent.yaml")])
-    assert "no such file" in capsys.readouterr().err
+    assert main(["ingest", "--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"weakly ingest: error: --config {bad}: unknown options not_an_option\n"
+    wrong_type = tmp_path / "t.yaml"
+    wrong_type.write_text("shard_size: many\n")
+    assert main(["ingest", "--config", str(wrong_type)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"weakly ingest: error: --config {wrong_type}: shard_size: 'many'")
+    assert err.count("\n") == 1
+    assert main(["ingest", "--config", str(tmp_path / "absent.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "no such file" in err and err.count("\n") == 1
     empty = tmp_path / "e.yaml"
     empty.write_text("out: somewhere\n")
     assert main(["ingest", "--config", str(empty)]) == 2
     assert "needs MANIFEST" in capsys.readouterr().err
+
+
+def test_command_line_beats_config_file_even_at_its_default(tmp_path):
+    """`--shard-size 1000` (the default) given on the command line beats `shard_size: 3` in the
+    file; without the flag the file's value applies. Parsing only, no ingest run."""
+    config = tmp_path / "job.yaml"
+    config.write_text("shard_size: 3\nchunk_rows: 5\n")
+    base = ["ingest", "m.jsonl", "--out", str(tmp_path / "o"), "--config", str(config)]
+    given = config_from_args(parse([*base, "--shard-size", "1000"]))
+    assert (given.shard_size, given.chunk_rows) == (1000, 5)
+    absent = config_from_args(parse(base))
+    assert (absent.shard_size, absent.chunk_rows) == (3, 5)
+    assert config_from_args(parse(base[:4])).shard_size == 1000  # no file: the default
 
 
 def test_killed_run_resumes_to_identical_output(tmp_path, lexicon_dir):

@@ -14,11 +14,13 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from one_row_reference import duplicate_of, image_weight, row_key, synset_weights
 
-from pipeline.keys import row_key, row_keys, sanitise_key
+from pipeline.keys import row_keys, sanitise_key
 from pipeline.manifest import Columns, _columnar_to_rows, _records_to_table, read_manifest
-from pipeline.pass1 import canonicalise_rows, duplicate_of, pass1_file, plan_labels
-from pipeline.weights import WeightConfig, image_weight, synset_weights, weight_bucket
+from pipeline.pass1 import canonicalise_rows, pass1_file, plan_labels
+from pipeline.weights import WeightConfig
+from weakly_base.shard_format import weight_bucket
 from wordnet_tools import load_lexicon, top_k_vocabulary
 
 

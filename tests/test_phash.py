@@ -9,13 +9,13 @@ import zlib
 import numpy as np
 import pytest
 import skimage.data
+from one_row_reference import dct_block
 from PIL import Image
 
 from pipeline.phash import (
     HASH_VERSION,
     MIN_SIDE,
     ImageDecodeError,
-    dct_block,
     dct_blocks,
     decode_for_hash,
     hamming,

@@ -22,7 +22,7 @@ from hostile_http import HostileServer
 from ingest_fixtures import output_digest
 from proc_tools import cmdline, descendants
 
-from pipeline.ingest import IngestConfig, RunOptions, _prepare_out, ingest
+from pipeline.ingest import IngestConfig, RunOptions, ingest, prepare_out
 from pipeline.shards import WriteFailed, atomic_write, is_committed, stats_path
 from train.shards import Dataset, check_shard_files, iter_tar_samples
 from weakly.cli import main
@@ -154,7 +154,7 @@ def test_full_disk_while_writing_shards(images, tmp_path, lexicon_dir, clean_run
     tars = sorted((clean / "shards").glob("*.tar"))
     shard_bytes = [p.stat().st_size for p in tars]
     out = tmp_path / "out"
-    _prepare_out(out, config, RunOptions())
+    prepare_out(out, config, RunOptions())
     with _full_disk(out / "shards", sum(shard_bytes) // 2, tars[len(tars) // 2].name) as free:
         argv = ["ingest", manifest, "--out", str(out), "--lexicon-dir", str(lexicon_dir),
                 "--shard-size", "6", "--chunk-rows", "8", "--no-progress"]  # fmt: skip
@@ -182,12 +182,13 @@ def test_write_error_inside_write_shard_leaves_nothing(tmp_path):
         import resource, signal, sys
         from pathlib import Path
         sys.path.insert(0, {str(ROOT)!r})
-        from pipeline.shards import ShardSample, WriteFailed, write_shard
+        from pipeline.shards import WriteFailed, write_shard
+        from weakly_base.shard_format import ShardRecord
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (20000, 20000))
-        samples = [ShardSample(f"k{{i}}", bytes(3000), {{"labels": [1]}}) for i in range(20)]
+        samples = [ShardRecord(f"k{{i}}", bytes(3000), {{"labels": [1]}}) for i in range(20)]
         try:
-            write_shard(Path({str(tmp_path)!r}) / "s-00-000000.tar", samples, {{}})
+            write_shard(Path({str(tmp_path)!r}) / "s-00-000000.tar", samples, "train", 0, [1.0] * 20)
         except WriteFailed as exc:
             print(exc)
             sys.exit(3)

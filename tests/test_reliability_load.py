@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from pipeline.ingest import _chunk
+from pipeline.pass2 import chunk_of
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,10 +24,10 @@ def test_chunk_tasks_carry_only_their_rows():
         {"key": [f"k{i}" for i in range(n)], "image": pa.array([b"x" * 20] * n, pa.binary())}
     )
     whole = len(pickle.dumps(table))
-    chunk = _chunk(table, 5000, 256)
+    chunk = chunk_of(table, 5000, 256)
     assert chunk.num_rows == 256 and chunk["key"][0].as_py() == "k5000"
     assert len(pickle.dumps(chunk)) < whole / 100  # a slice would pickle all 200k rows
-    assert _chunk(table, n - 10, 256).num_rows == 10
+    assert chunk_of(table, n - 10, 256).num_rows == 10
 
 
 def test_write_bucket_holds_one_shard_not_the_bucket(tmp_path):
@@ -39,7 +39,8 @@ def test_write_bucket_holds_one_shard_not_the_bucket(tmp_path):
         from pathlib import Path
         import numpy as np, pyarrow as pa
         sys.path.insert(0, {str(ROOT)!r})
-        from pipeline.ingest import BUCKET_COLUMNS, _atomic_parquet, bucket_part, write_bucket
+        from pipeline.buckets import write_bucket
+        from pipeline.pass2 import BUCKET_COLUMNS, atomic_parquet, bucket_part
         root = Path({str(tmp_path)!r})
         rng = np.random.default_rng(0)
         parts = []
@@ -51,14 +52,14 @@ def test_write_bucket_holds_one_shard_not_the_bucket(tmp_path):
                 "jpeg": [rng.bytes(20_000) for _ in keys],
             }})
             part = root / f"part-{{p:06d}}.parquet"
-            _atomic_parquet(table.select(BUCKET_COLUMNS), bucket_part(part, 3))
+            atomic_parquet(table.select(BUCKET_COLUMNS), bucket_part(part, 3))
             parts.append(str(part))
         pool = pa.default_memory_pool()
         base = pool.max_memory()
         tracemalloc.start()
         stats = write_bucket(3, parts, str(root / "shards"), 10)
         py_peak = tracemalloc.get_traced_memory()[1]
-        print(json.dumps({{"arrow": pool.max_memory(), "python": py_peak, "n": [s["n"] for s in stats]}}))
+        print(json.dumps({{"arrow": pool.max_memory(), "python": py_peak, "n": [s.stats["n"] for s in stats]}}))
         """
     )
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)

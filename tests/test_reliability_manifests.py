@@ -14,8 +14,9 @@ import pytest
 from ingest_fixtures import encode, photo
 
 from pipeline.fetch import FetchConfig, FetchError, fetch_one, resolve_path
-from pipeline.ingest import IngestConfig, RunOptions, canonicalise_rows, ingest
+from pipeline.ingest import IngestConfig, RunOptions, ingest
 from pipeline.manifest import MAX_TAG_CHARS, MAX_TAGS_PER_ROW, read_manifest
+from pipeline.pass1 import canonicalise_rows
 
 MEMBER_NAME = r"^[A-Za-z0-9_-]{1,93}\.(jpg|json)$"
 

@@ -10,11 +10,13 @@ import numpy as np
 import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from one_row_reference import image_weight, synset_weights
 
-from pipeline.ingest import IngestConfig, canonicalise_rows, plan_labels
+from pipeline.ingest import IngestConfig
 from pipeline.keys import sanitise_key
 from pipeline.manifest import ROWS_SCHEMA
-from pipeline.weights import WeightConfig, image_weight, synset_weights
+from pipeline.pass1 import canonicalise_rows, plan_labels
+from pipeline.weights import WeightConfig
 from train.sampler import Plan, emission_count, visit_draws
 from train.shards import MEMBER_RE
 from wordnet_tools.normalise import MAX_FORM_LENGTH, normalise_tag

@@ -8,11 +8,13 @@ import math
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from one_row_reference import duplicate_of, image_weight, synset_weights
 
 from pipeline.keys import sanitise_key
 from pipeline.manifest import ManifestError, list_manifest_files, read_manifest
-from pipeline.pass1 import apply_label_noise, duplicate_of
-from pipeline.weights import WeightConfig, image_weight, synset_weights, weight_bucket
+from pipeline.pass1 import apply_label_noise
+from pipeline.weights import WeightConfig
+from weakly_base.shard_format import KEY_MAX_LEN, KEY_RE, weight_bucket
 
 COUNTS = {"a": 100, "b": 4, "c": 25}
 
@@ -75,10 +77,18 @@ def test_same_bucket_means_within_factor_two(weights):
 @settings(max_examples=300, deadline=None)
 def test_sanitised_keys_are_safe_and_injective_enough(key):
     safe = sanitise_key(key)
-    assert (
-        safe and len(safe) <= 93 and all(c.isascii() and (c.isalnum() or c in "_-") for c in safe)
-    )
+    assert KEY_RE.fullmatch(safe)
     assert sanitise_key(safe) == safe
+
+
+def test_a_long_unsafe_key_is_cut_to_the_key_rule():
+    """80 readable characters plus "-" and a 12-digit digest used to give 93-character keys,
+    over the format's 90 (shard_bytes refuses them)."""
+    for key in ("a" * 100 + ".x", "é" + "b" * 200, "c" * 77 + "/"):
+        safe = sanitise_key(key)
+        assert KEY_RE.fullmatch(safe) and len(safe) <= KEY_MAX_LEN, safe
+        assert sanitise_key(safe) == safe
+    assert len(sanitise_key("a" * 100 + ".x")) == KEY_MAX_LEN
 
 
 def test_sanitise_keeps_good_keys_and_separates_bad_ones():

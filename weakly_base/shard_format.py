@@ -18,6 +18,7 @@ import tarfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 
 FORMAT_NAME = "weakly-shards"
@@ -196,15 +197,19 @@ def shard_stats(
     file: str, data: bytes, n: int, split: str, bucket: int, weights: Iterable[float]
 ) -> dict:
     """The per-shard stats: the `.stats.json` commit marker and the row of shards.parquet
-    (where `file` is prefixed with `shards/`)."""
-    w = [float(x) for x in weights]
+    (where `file` is prefixed with `shards/`).
+
+    `weight_sum` is numpy's float64 sum of `weights` in the order given (pairwise summation,
+    which can differ from Python's `sum` in the last bit): what ingest has always written, so
+    the same samples keep giving the same bytes."""
+    w = np.asarray([float(x) for x in weights], dtype=np.float64)
     return {
         "file": file,
         "split": split,
         "bucket": int(bucket),
         "n": int(n),
-        "weight_sum": float(sum(w)),
-        "weight_max": float(max(w)) if w else 0.0,
+        "weight_sum": float(w.sum()),
+        "weight_max": float(w.max()) if len(w) else 0.0,
         "bytes": len(data),
         "sha256": hashlib.sha256(data).hexdigest(),
     }

@@ -1,0 +1,54 @@
+"""What an ingest produces (`IngestConfig`, saved as `config.json`) and how it runs
+(`RunOptions`, never part of the output's identity)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+from .fetch import FetchConfig
+from .images import ImageConfig
+from .manifest import Columns
+from .split import check_holdout
+from .weights import WeightConfig
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """Everything that decides the output; saved as `config.json` in the output folder."""
+
+    vocab: str = "in1k"
+    weighting: WeightConfig = field(default_factory=WeightConfig)
+    image: ImageConfig = field(default_factory=ImageConfig)
+    fetch: FetchConfig = field(default_factory=FetchConfig)
+    columns: Columns = field(default_factory=Columns)
+    shard_size: int = 1000
+    chunk_rows: int = 256
+    label_noise: float = 0.0
+    holdout: float = 0.0  # fraction of keys written to `val` shards (pipeline/split.py)
+    seed: int = 0
+    eval_index: str | None = None
+    radius: int | None = None  # None: the index's own radius
+    lexicon_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.shard_size <= 10_000:
+            raise ValueError(f"--shard-size {self.shard_size}: use 1..10000")
+        if not 0.0 <= self.label_noise < 1.0:
+            raise ValueError(f"--label-noise {self.label_noise}: use 0 <= P < 1")
+        if self.chunk_rows < 1:
+            raise ValueError("--chunk-rows must be >= 1")
+        check_holdout(self.holdout)
+
+    def as_dict(self) -> dict:
+        return json.loads(json.dumps(asdict(self)))
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run, not what to produce: never part of the output's identity."""
+
+    address: str | None = None
+    num_cpus: int | None = None
+    overwrite: bool = False
+    progress: bool = True
