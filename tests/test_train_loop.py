@@ -100,9 +100,9 @@ def test_config_file_fills_flags_and_flags_win(data_dir, tmp_path):
 
 
 def test_weakly_train_subcommand_uses_the_same_arguments(data_dir, tmp_path):
-    from weakly.cli import build_parser as weakly_parser
+    from weakly.cli import parse
 
-    args = weakly_parser().parse_args(["train", *_argv(data_dir, tmp_path, "--steps", "2")])
+    args = parse(["train", *_argv(data_dir, tmp_path, "--steps", "2")])
     assert args.command == "train" and args.model == "tiny" and args.steps == 2
     assert callable(args.func)
 
