@@ -125,7 +125,7 @@ def test_other_format_version(data_dir, tmp_path, capsys):
     meta["format_version"] = 2
     meta_path.write_text(json.dumps(meta))
     err = _error(capsys, _argv(data_dir, tmp_path / "o"))
-    assert "version 2" in err and "reads 'weakly-shards' version 1" in err
+    assert "version 2" in err and "this code reads 'weakly-shards' version 1" in err
 
 
 def test_index_with_no_shards_for_the_split(data_dir, tmp_path, capsys):
