@@ -111,11 +111,7 @@ def test_bad_config_is_one_line_naming_file_and_key(tmp_path, capsys, trained, t
 
 
 def _open_files(path) -> list:
-    return [
-        o
-        for o in gc.get_objects()
-        if type(o) is io.TextIOWrapper and o.name == str(path)
-    ]
+    return [o for o in gc.get_objects() if type(o) is io.TextIOWrapper and o.name == str(path)]
 
 
 def test_log_files_are_closed_and_flushed_when_a_step_is_not_finite(tmp_path, monkeypatch):
