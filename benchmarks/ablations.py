@@ -26,8 +26,9 @@ import torch
 
 from pipeline.ingest import IngestConfig, RunOptions, ingest
 from pipeline.weights import WeightConfig
-from train.cli import main as train_main
+from train.config import TrainConfig
 from train.evaluate import evaluate, label_counts
+from train.loop import train
 from train.shards import Dataset
 from train.transfer import model_from_checkpoint
 from weakly.synth_learnable import learnable_synth
@@ -88,17 +89,14 @@ def build_datasets(grid: Grid, work: Path, lexicon_dir: str | None) -> dict[floa
 
 
 def train_run(grid: Grid, data: Path, run: Path, loss: str, sampling: str, seed: int) -> Path:
-    argv = [
-        "--data", str(data), "--model", grid.model, "--out", str(run),
-        "--steps", str(grid.steps), "--batch-size", str(grid.batch_size),
-        "--image-size", str(grid.image_size), "--device", "cpu",
-        "--workers", str(grid.workers), "--lr", str(grid.lr),
-        "--warmup-steps", str(grid.warmup_steps), "--loss", loss, "--sampling", sampling,
-        "--shuffle-buffer", "500", "--seed", str(seed), "--no-eval",
-        "--log-every", str(max(1, grid.steps // 4)), "--ckpt-every", str(grid.steps),
-    ]  # fmt: skip
-    if train_main(argv) != 0:
-        raise RuntimeError(f"training {run} failed")
+    config = TrainConfig(
+        data=str(data), model=grid.model, out=str(run), steps=grid.steps,
+        batch_size=grid.batch_size, image_size=grid.image_size, device="cpu",
+        workers=grid.workers, lr=grid.lr, warmup_steps=grid.warmup_steps, loss=loss,
+        sampling=sampling, shuffle_buffer=500, seed=seed, eval=False,
+        log_every=max(1, grid.steps // 4), ckpt_every=grid.steps,
+    )  # fmt: skip
+    train(config)
     return run / "checkpoints" / "last.pt"
 
 

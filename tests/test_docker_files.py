@@ -137,7 +137,9 @@ def test_ray_launcher_yaml_passes_rays_schema():
 def test_sbatch_script_is_valid_bash_and_its_torchrun_line_parses():
     from torch.distributed.run import get_args_parser
 
-    from train.cli import build_parser, resolve
+    from train.cli import build_parser
+    from train.config import TrainConfig
+    from weakly_base.config import parse_with_config
 
     path = DOCKER / "train.sbatch"
     assert subprocess.run(["bash", "-n", str(path)], capture_output=True).returncode == 0
@@ -153,5 +155,6 @@ def test_sbatch_script_is_valid_bash_and_its_torchrun_line_parses():
     launcher = get_args_parser().parse_args(words)
     assert (launcher.nnodes, launcher.rdzv_backend, launcher.module) == ("4", "c10d", True)
     assert launcher.training_script == "train"
-    args = resolve(build_parser().parse_args(launcher.training_script_args))
+    args = parse_with_config(build_parser(), launcher.training_script_args)
+    args = TrainConfig.from_namespace(args).validated()
     assert args.resume == "auto" and args.data == "d" and args.out == "r"

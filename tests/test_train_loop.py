@@ -13,9 +13,11 @@ import pytest
 import torch
 
 from train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from train.cli import build_parser, resolve
+from train.cli import build_parser
+from train.config import TrainConfig
 from train.loop import train
 from weakly.fixtures import build_fixture
+from weakly_base.config import ConfigError, parse_with_config
 
 ROOT = Path(__file__).resolve().parents[1]
 torch.set_num_threads(1)
@@ -34,8 +36,12 @@ def _argv(data, out, *extra):
     ]  # fmt: skip
 
 
-def _run(argv):
-    return train(resolve(build_parser().parse_args(argv)))
+def _config(data, out, **extra) -> TrainConfig:
+    """The Python API counterpart of `_argv`."""
+    return TrainConfig(
+        data=str(data), model="tiny", out=str(out), batch_size=6, image_size=24, device="cpu",
+        shuffle_buffer=16, log_every=2, lr=1.0, warmup_steps=2, **extra,
+    )  # fmt: skip
 
 
 def _keys(run_dir):
@@ -44,14 +50,14 @@ def _keys(run_dir):
 
 
 def test_resume_continues_exactly_like_an_uninterrupted_run(data_dir, tmp_path):
-    common = ["--steps", "7", "--workers", "2", "--record-keys"]
-    full = _run(_argv(data_dir, tmp_path / "full", *common, "--ckpt-every", "3"))
+    common = {"steps": 7, "workers": 2, "record_keys": True}
+    full = train(_config(data_dir, tmp_path / "full", **common, ckpt_every=3))
     part = tmp_path / "part"
     part.mkdir()
     (part / "checkpoints").mkdir()
     for name in ("ckpt-000000003.pt", "ckpt-000000003.pt.sha256"):
         shutil.copy(tmp_path / "full" / "checkpoints" / name, part / "checkpoints" / name)
-    resumed = _run(_argv(data_dir, part, *common, "--ckpt-every", "100", "--resume", "auto"))
+    resumed = train(_config(data_dir, part, **common, ckpt_every=100, resume="auto"))
     want, got = _keys(tmp_path / "full"), _keys(part)
     assert sorted(got) == [4, 5, 6, 7]
     assert all(got[s] == want[s] for s in got)
@@ -86,17 +92,17 @@ def test_keep_last_prunes_old_numbered_checkpoints(tmp_path):
 def test_config_file_fills_flags_and_flags_win(data_dir, tmp_path):
     cfg = tmp_path / "run.yaml"
     cfg.write_text(f"data: {data_dir}\nmodel: tiny\nout: {tmp_path}/o\nsteps: 3\nlr: 0.5\n")
-    args = resolve(build_parser().parse_args(["--config", str(cfg), "--lr", "0.2"]))
+    args = parse_with_config(build_parser(), ["--config", str(cfg), "--lr", "0.2"])
     assert (args.model, args.steps, args.lr) == ("tiny", 3, 0.2)
     cfg.write_text("modle: tiny\n")
-    with pytest.raises(ValueError, match="unknown setting"):
-        resolve(build_parser().parse_args(["--config", str(cfg)]))
+    with pytest.raises(ConfigError, match="unknown options modle"):
+        parse_with_config(build_parser(), ["--config", str(cfg)])
 
 
 def test_weakly_train_subcommand_uses_the_same_arguments(data_dir, tmp_path):
-    from weakly.cli import build_parser as weakly_parser
+    from weakly.cli import parse
 
-    args = weakly_parser().parse_args(["train", *_argv(data_dir, tmp_path, "--steps", "2")])
+    args = parse(["train", *_argv(data_dir, tmp_path, "--steps", "2")])
     assert args.command == "train" and args.model == "tiny" and args.steps == 2
     assert callable(args.func)
 

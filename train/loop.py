@@ -5,71 +5,39 @@ cosine decay or step halving, learning rate scaled linearly with the global batc
 images, Goyal et al.; Mahajan et al.). A step whose loss or gradient is not finite stops the run
 (exit code 2) or, with --skip-nonfinite, is skipped and counted. One process per device; DDP
 when launched by torchrun (gloo on CPU, nccl on CUDA).
+
+`train` runs the phases in order: build (train/run_state.py), restore, then per step fetch,
+`train_step`, `log_step`, checkpoint (`save`) and `run_eval`; the log files are opened in an
+ExitStack so that they are closed (and flushed) however the loop ends.
 """
 
 from __future__ import annotations
 
-import argparse
+import contextlib
 import hashlib
 import json
-import math
-import os
 import sys
 import time
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import IO
 
 import torch
-import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel
 
-from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from .data import LoaderConfig, TrainLoader, prepare_batch
-from .evaluate import check_vocabulary, evaluate
+from .config import TrainConfig
+from .data import prepare_batch
+from .distributed import any_rank, barrier, mean_over_ranks, shutdown
+from .evaluate import evaluate
 from .loss import get_loss
 from .metrics import format_metrics
-from .models import build_model
-from .optim import EMA, lr_factor, param_groups
-from .shards import Dataset, check_shard_files
-from .transfer import init_from_checkpoint
+from .optim import lr_factor
+from .run_state import TrainRun, build_run, restore, save
 
-__all__ = ["lr_factor", "train"]
+__all__ = ["NonFiniteLoss", "TrainConfig", "lr_factor", "train"]
 
 
-@dataclass(frozen=True)
-class DistInfo:
-    rank: int
-    world_size: int
-    local_rank: int
-    device: torch.device
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed(device: str) -> DistInfo:
-    """Read torchrun's environment; one process per device."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
-    if use_cuda and not torch.cuda.is_available():
-        raise ValueError("--device cuda asked for but no CUDA device is available")
-    if use_cuda:
-        torch.cuda.set_device(local)
-        dev = torch.device("cuda", local)
-    else:
-        dev = torch.device("cpu")
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo")
-    return DistInfo(rank, world, local, dev)
-
-
-def total_steps(args: argparse.Namespace, world_size: int) -> int:
-    if args.steps is not None:
-        return int(args.steps)
-    return math.ceil(int(args.samples) / (args.batch_size * world_size))
+class NonFiniteLoss(ValueError):
+    """The loss or gradient norm of a step was NaN or infinite (a clear stop, exit code 2)."""
 
 
 def param_digest(model: torch.nn.Module) -> str:
@@ -85,61 +53,6 @@ def param_digest(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def _plain_args(args: argparse.Namespace) -> dict:
-    return {
-        k: v if isinstance(v, (int, float, str, bool, type(None))) else str(v)
-        for k, v in vars(args).items()
-        if k != "func"
-    }
-
-
-def _gather(obj, info: DistInfo) -> list:
-    if info.world_size == 1:
-        return [obj]
-    out: list = [None] * info.world_size
-    dist.all_gather_object(out, obj)
-    return out
-
-
-class NonFiniteLoss(ValueError):
-    """The loss or gradient norm of a step was NaN or infinite (a clear stop, exit code 2)."""
-
-
-def _nonfinite(loss: torch.Tensor, grad_norm: torch.Tensor, info: DistInfo) -> bool:
-    """Whether this step must not be applied, agreed by every rank.
-
-    The gradient norm is checked besides the loss because after DDP's all-reduce one rank's NaN
-    is every rank's; the flag is all-reduced so that ranks never disagree on skipping. One host
-    sync per step is the price; it is small next to a forward and backward pass.
-    """
-    bad = (~torch.isfinite(loss.detach())) | (~torch.isfinite(grad_norm))
-    flag = bad.to(torch.int32).reshape(1)
-    if info.world_size > 1:
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-    return bool(flag.item())
-
-
-def _grad_norm(params: list[torch.nn.Parameter], clip: float) -> torch.Tensor:
-    grads = [p.grad for p in params if p.grad is not None]
-    if clip > 0:
-        return torch.nn.utils.clip_grad_norm_(params, clip)
-    return torch.nn.utils.get_total_norm(grads)
-
-
-def _tensorboard(out: Path, wanted: bool):
-    """A SummaryWriter when asked for and installed; tensorboard is not a dependency."""
-    if not wanted:
-        return None
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        print(
-            "train: warning: --tensorboard ignored: tensorboard is not installed", file=sys.stderr
-        )
-        return None
-    return SummaryWriter(str(out / "tensorboard"))
-
-
 def progress_line(row: dict, steps: int) -> str:
     """One console line per log step; the JSONL file keeps the full record."""
     line = (
@@ -151,251 +64,208 @@ def progress_line(row: dict, steps: int) -> str:
     return line
 
 
-def check_inputs(args: argparse.Namespace, dataset: Dataset, world_size: int) -> None:
-    """Refuse, before any work, runs that cannot be what the user meant."""
-    check_shard_files(dataset, verify=bool(args.verify_shards))
-    global_batch = args.batch_size * world_size
-    if global_batch > dataset.num_samples:
-        raise ValueError(
-            f"global batch {global_batch} (--batch-size {args.batch_size} x {world_size} ranks)"
-            f" is larger than the {dataset.num_samples} samples of split {args.split!r}"
+@dataclass
+class Logs:
+    """The run's open log files (None where this rank writes none)."""
+
+    metrics: IO[str] | None = None
+    keys: IO[str] | None = None
+    board: object | None = None  # a tensorboard SummaryWriter
+
+
+def _tensorboard(run: TrainRun):
+    """A SummaryWriter when asked for and installed; tensorboard is not a dependency."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        print(
+            "train: warning: --tensorboard ignored: tensorboard is not installed", file=sys.stderr
         )
-
-
-def val_dataset(args: argparse.Namespace, dataset: Dataset) -> Dataset | None:
-    """The split to evaluate on: `--val-shards` if given (it must exist), else `--data`'s
-    `--val-split` when ingest wrote one (`--holdout`), else none."""
-    if not getattr(args, "eval", True):
         return None
-    url = args.val_shards or args.data
-    if not args.val_shards:
-        split_meta = dataset.meta.get("splits", {}).get(args.val_split)
-        if not split_meta or not split_meta.get("samples"):
-            return None
-    val = Dataset(url, args.val_split)
-    check_vocabulary(dataset.wnids, val, f"--val-shards {url}")
-    return val
+    return SummaryWriter(str(run.out / "tensorboard"))
 
 
-def train(args: argparse.Namespace) -> dict:
-    """Run (or continue) a training run; returns a summary of how it ended."""
-    info = init_distributed(args.device)
-    torch.manual_seed(args.seed)
-    out = Path(args.out)
-    dataset = Dataset(args.data, args.split)
-    check_inputs(args, dataset, info.world_size)
-    val = val_dataset(args, dataset)
-    model = build_model(args.model, dataset.num_classes).to(info.device)
-    out.mkdir(parents=True, exist_ok=True)
-    steps = total_steps(args, info.world_size)
-    cuda = info.device.type == "cuda"
-    decode = args.decode if args.decode != "auto" else ("gpu" if cuda else "cpu")
-    if decode == "gpu" and not cuda:
-        raise ValueError("--decode gpu needs --device cuda")
-    if info.is_main:
-        config = {**_plain_args(args), "world_size": info.world_size, "total_steps": steps}
-        (out / "config.json").write_text(json.dumps(config, indent=1) + "\n")
+def open_logs(run: TrainRun, stack: contextlib.ExitStack) -> Logs:
+    """metrics.jsonl and tensorboard on rank 0, keys-rank{r}.jsonl with --record-keys; each
+    closed by `stack`."""
+    logs = Logs()
+    if run.info.is_main:
+        logs.metrics = stack.enter_context(open(run.out / "metrics.jsonl", "a"))
+        if run.config.tensorboard:
+            logs.board = _tensorboard(run)
+            if logs.board is not None:
+                stack.callback(logs.board.close)
+    if run.config.record_keys:
+        path = run.out / f"keys-rank{run.info.rank}.jsonl"
+        logs.keys = stack.enter_context(open(path, "a"))
+    return logs
 
-    if args.sync_bn and info.world_size > 1:
-        if not cuda:
-            raise ValueError("--sync-bn needs CUDA: SyncBatchNorm has no CPU implementation")
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    if args.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    net = model
-    if info.world_size > 1:
-        net = DistributedDataParallel(model, device_ids=[info.local_rank] if cuda else None)
-    if args.compile:
-        net = torch.compile(net)
-    peak_lr = args.lr * args.batch_size * info.world_size / 256
-    optimizer = torch.optim.SGD(
-        param_groups(model, args.weight_decay),
-        lr=peak_lr,
-        momentum=args.momentum,
-        nesterov=True,
+
+@dataclass
+class Meter:
+    """Time and images since the last log row."""
+
+    wait: float = 0.0  # seconds spent waiting for batches
+    images: int = 0
+    since: float = field(default_factory=time.perf_counter)
+
+    def reset(self) -> None:
+        self.wait, self.images, self.since = 0.0, 0, time.perf_counter()
+
+
+def fetch(run: TrainRun, batches: Iterator[dict], meter: Meter):
+    """The next batch on the device: (batch, images, targets); the wait is metered."""
+    t0 = time.perf_counter()
+    batch = next(batches)
+    config = run.config
+    images, targets, failed = prepare_batch(
+        batch, run.info.device, config.image_size, config.channels_last
     )
-    params = [p for g in optimizer.param_groups for p in g["params"]]
+    meter.wait += time.perf_counter() - t0
+    run.gpu_failed += failed
+    return batch, images, targets
 
-    def schedule(step: int) -> float:
-        return lr_factor(step, args.warmup_steps, steps, args.schedule, args.halve_every)
 
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    ema = EMA(model, args.ema) if args.ema else None
-    loader = TrainLoader(
-        dataset,
-        LoaderConfig(
-            batch_size=args.batch_size,
-            image_size=args.image_size,
-            seed=args.seed,
-            sampling=args.sampling,
-            shuffle_buffer=args.shuffle_buffer,
-            workers=args.workers,
-            rank=info.rank,
-            world_size=info.world_size,
-            decode=decode,
-            draft=args.draft,
-        ),
-        pin_memory=cuda,
-    )
+def _grad_norm(params: list[torch.nn.Parameter], clip: float) -> torch.Tensor:
+    grads = [p.grad for p in params if p.grad is not None]
+    if clip > 0:
+        return torch.nn.utils.clip_grad_norm_(params, clip)
+    return torch.nn.utils.get_total_norm(grads)
 
-    step, skipped = 0, 0
-    resume = None if args.resume in (None, "", "none") else args.resume
-    ckpt_path = latest_checkpoint(out) if resume == "auto" else resume
-    if ckpt_path is not None:
-        ckpt = load_checkpoint(ckpt_path)
-        if ckpt["wnids"] != dataset.wnids:
-            raise ValueError(f"{ckpt_path}: vocabulary differs from {args.data}")
-        if len(ckpt["loader"]) != info.world_size:
-            raise ValueError(
-                f"{ckpt_path}: saved with {len(ckpt['loader'])} ranks; resume with the same"
-                f" world size ({info.world_size} now) to continue the same sample order"
+
+def train_step(
+    run: TrainRun, images: torch.Tensor, targets: torch.Tensor, loss_fn: Callable, autocast
+) -> torch.Tensor:
+    """Forward, backward and (unless non-finite) an optimizer step; returns the loss.
+
+    The gradient norm is checked besides the loss because after DDP's all-reduce one rank's NaN
+    is every rank's; the verdict is agreed by every rank so that they never disagree on
+    skipping. One host sync per step is the price; it is small next to a forward and backward.
+    """
+    config, optimizer = run.config, run.optimizer
+    with autocast:
+        logits = run.net(images)
+    loss = loss_fn(logits.float(), targets)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = _grad_norm(run.params, config.grad_clip)
+    bad = (~torch.isfinite(loss.detach())) | (~torch.isfinite(grad_norm))
+    if any_rank(bad, run.info):
+        if not config.skip_nonfinite:
+            raise NonFiniteLoss(
+                f"loss {float(loss.detach()):.4g}, gradient norm {float(grad_norm):.4g} at step "
+                f"{run.step + 1} (lr {run.scheduler.get_last_lr()[0]:.4g}); lower --lr, set "
+                "--grad-clip, or pass --skip-nonfinite to skip such steps"
             )
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        loader.load_state_dict(ckpt["loader"][info.rank])
-        if ema is not None and "ema" in ckpt:
-            ema.load_state_dict(ckpt["ema"])
-        elif ema is not None:
-            ema = EMA(model, args.ema)  # --ema added on resume: start from the weights
-        step = int(ckpt["step"])
-        skipped = int(ckpt.get("nonfinite_skipped", 0))
-    elif getattr(args, "init", None):
-        init_from_checkpoint(model, args.model, dataset.wnids, args.init, args.reset_head)
-
-    def save(step: int) -> None:
-        loader_states = _gather(loader.state_dict(), info)
-        if not info.is_main:
-            return
-        state = {
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "step": step,
-            "loader": loader_states,
-            "args": _plain_args(args),
-            "wnids": list(dataset.wnids),
-            "nonfinite_skipped": skipped,
-        }
-        if ema is not None:
-            state["ema"] = ema.state_dict()
-        save_checkpoint(out, step, state, keep_last=args.keep_last)
-
-    def run_eval(step: int) -> None:
-        """Rank 0 scores the val split; the others wait (metrics need all scores at once)."""
-        if val is None:
-            return
-        if info.is_main:
-            try:
-                row = evaluate(
-                    model,
-                    val,
-                    info.device,
-                    args.image_size,
-                    args.batch_size,
-                    args.eval_min_images,
-                    max_samples=args.eval_max_samples,
-                )
-            except ValueError as exc:  # e.g. every val image corrupt: say so, keep training
-                print(f"train: warning: evaluation at step {step} skipped: {exc}", file=sys.stderr)
-            else:
-                row = {"step": step, **row}
-                with open(out / "val.jsonl", "a") as f:
-                    f.write(json.dumps(row) + "\n")
-                print(f"val step {step}/{steps} ({val.url} {val.split})", flush=True)
-                print(format_metrics(row), flush=True)
-        if info.world_size > 1:
-            dist.barrier()
-
-    loss_fn = get_loss(args.loss)
-    autocast = torch.autocast(info.device.type, dtype=torch.bfloat16, enabled=bool(args.amp))
-    metrics = open(out / "metrics.jsonl", "a") if info.is_main else None
-    board = _tensorboard(out, args.tensorboard) if info.is_main else None
-    keys_log = open(out / f"keys-rank{info.rank}.jsonl", "a") if args.record_keys else None
-    batches = iter(loader)
-    gpu_failed, wait, t_mark, n_mark = 0, 0.0, time.perf_counter(), 0
-    this_run, stopped = 0, False
-    net.train()
-    while step < steps:
-        t0 = time.perf_counter()
-        batch = next(batches)
-        images, targets, failed = prepare_batch(
-            batch, info.device, args.image_size, args.channels_last
-        )
-        wait += time.perf_counter() - t0
-        gpu_failed += failed
-        with autocast:
-            logits = net(images)
-        loss = loss_fn(logits.float(), targets)
+        run.skipped += 1
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = _grad_norm(params, args.grad_clip)
-        if _nonfinite(loss, grad_norm, info):
-            if not args.skip_nonfinite:
-                raise NonFiniteLoss(
-                    f"loss {float(loss.detach()):.4g}, gradient norm {float(grad_norm):.4g} at step "
-                    f"{step + 1} (lr {scheduler.get_last_lr()[0]:.4g}); lower --lr, set "
-                    "--grad-clip, or pass --skip-nonfinite to skip such steps"
-                )
-            skipped += 1
-            optimizer.zero_grad(set_to_none=True)
+    else:
+        optimizer.step()
+        if run.ema is not None:
+            run.ema.update(run.model)
+    run.scheduler.step()
+    run.step += 1
+    return loss
+
+
+def log_step(run: TrainRun, loss: torch.Tensor, meter: Meter, logs: Logs) -> None:
+    """One row: loss averaged over ranks, throughput and data wait since the last row."""
+    info = run.info
+    value = mean_over_ranks(loss, info)
+    if run.cuda:
+        torch.cuda.synchronize()
+    elapsed = time.perf_counter() - meter.since
+    row = {
+        "step": run.step,
+        "loss": float(value),
+        "lr": run.scheduler.get_last_lr()[0],
+        "samples_per_s": meter.images * info.world_size / max(elapsed, 1e-9),
+        "data_wait_frac": meter.wait / max(elapsed, 1e-9),
+        "samples_seen": run.step * run.config.batch_size * info.world_size,
+        "corrupt_skipped": run.loader.corrupt + run.gpu_failed,
+        "nonfinite_skipped": run.skipped,
+    }
+    if logs.metrics is not None:
+        logs.metrics.write(json.dumps(row) + "\n")
+        logs.metrics.flush()
+        print(progress_line(row, run.steps), flush=True)
+    if logs.board is not None:
+        for name in ("loss", "lr", "samples_per_s", "data_wait_frac"):
+            logs.board.add_scalar(f"train/{name}", row[name], run.step)
+    meter.reset()
+
+
+def run_eval(run: TrainRun) -> None:
+    """Rank 0 scores the val split; the others wait (metrics need all scores at once)."""
+    if run.val is None:
+        return
+    config, step = run.config, run.step
+    if run.info.is_main:
+        try:
+            row = evaluate(
+                run.model,
+                run.val,
+                run.info.device,
+                config.image_size,
+                config.batch_size,
+                config.eval_min_images,
+                max_samples=config.eval_max_samples,
+            )
+        except ValueError as exc:  # e.g. every val image corrupt: say so, keep training
+            print(f"train: warning: evaluation at step {step} skipped: {exc}", file=sys.stderr)
         else:
-            optimizer.step()
-            if ema is not None:
-                ema.update(model)
-        scheduler.step()
-        step += 1
+            row = {"step": step, **row}
+            with open(run.out / "val.jsonl", "a") as f:
+                f.write(json.dumps(row) + "\n")
+            print(f"val step {step}/{run.steps} ({run.val.url} {run.val.split})", flush=True)
+            print(format_metrics(row), flush=True)
+    barrier(run.info)
+
+
+def run_steps(run: TrainRun, logs: Logs) -> None:
+    """Step until the run's total, or until --stop-after-steps steps of this invocation
+    (after a checkpoint), logging, checkpointing and evaluating on their schedules."""
+    config = run.config
+    loss_fn = get_loss(config.loss)
+    autocast = torch.autocast(run.info.device.type, dtype=torch.bfloat16, enabled=bool(config.amp))
+    batches = iter(run.loader)
+    meter, this_run = Meter(), 0
+    run.net.train()
+    while run.step < run.steps:
+        batch, images, targets = fetch(run, batches, meter)
+        loss = train_step(run, images, targets, loss_fn, autocast)
         this_run += 1
-        n_mark += len(targets)
-        if keys_log is not None:
-            keys_log.write(json.dumps({"step": step, "keys": batch["keys"]}) + "\n")
-        if step % args.log_every == 0 or step == steps:
-            value = loss.detach().float()
-            if info.world_size > 1:
-                dist.all_reduce(value)
-                value /= info.world_size
-            if cuda:
-                torch.cuda.synchronize()
-            elapsed = time.perf_counter() - t_mark
-            row = {
-                "step": step,
-                "loss": float(value),
-                "lr": scheduler.get_last_lr()[0],
-                "samples_per_s": n_mark * info.world_size / max(elapsed, 1e-9),
-                "data_wait_frac": wait / max(elapsed, 1e-9),
-                "samples_seen": step * args.batch_size * info.world_size,
-                "corrupt_skipped": loader.corrupt + gpu_failed,
-                "nonfinite_skipped": skipped,
-            }
-            if metrics is not None:
-                metrics.write(json.dumps(row) + "\n")
-                metrics.flush()
-                print(progress_line(row, steps), flush=True)
-            if board is not None:
-                for name in ("loss", "lr", "samples_per_s", "data_wait_frac"):
-                    board.add_scalar(f"train/{name}", row[name], step)
-            wait, t_mark, n_mark = 0.0, time.perf_counter(), 0
-        stopped = args.stop_after_steps is not None and this_run >= args.stop_after_steps
-        if step % args.ckpt_every == 0 or step == steps or stopped:
-            save(step)
-        if step == steps or (args.eval_every and step % args.eval_every == 0):
-            run_eval(step)
-        if stopped and step < steps:
+        meter.images += len(targets)
+        step = run.step
+        if logs.keys is not None:
+            logs.keys.write(json.dumps({"step": step, "keys": batch["keys"]}) + "\n")
+        if step % config.log_every == 0 or step == run.steps:
+            log_step(run, loss, meter, logs)
+        stopped = config.stop_after_steps is not None and this_run >= config.stop_after_steps
+        if step % config.ckpt_every == 0 or step == run.steps or stopped:
+            save(run)
+        if step == run.steps or (config.eval_every and step % config.eval_every == 0):
+            run_eval(run)
+        if stopped and step < run.steps:
             break
-    for f in (metrics, keys_log, board):
-        if f is not None:
-            f.close()
+
+
+def train(config: TrainConfig) -> dict:
+    """Run (or continue) a training run; returns a summary of how it ended."""
+    run = build_run(config.validated())
+    restore(run)
+    with contextlib.ExitStack() as stack:
+        run_steps(run, open_logs(run, stack))
+    info = run.info
     summary = {
         "rank": info.rank,
         "world_size": info.world_size,
-        "step": step,
-        "finished": step >= steps,
-        "param_sha256": param_digest(model),
-        "corrupt_skipped": loader.corrupt + gpu_failed,
-        "nonfinite_skipped": skipped,
+        "step": run.step,
+        "finished": run.step >= run.steps,
+        "param_sha256": param_digest(run.model),
+        "corrupt_skipped": run.loader.corrupt + run.gpu_failed,
+        "nonfinite_skipped": run.skipped,
     }
-    (out / f"done-rank{info.rank}.json").write_text(json.dumps(summary) + "\n")
-    if info.world_size > 1:
-        dist.barrier()
-        dist.destroy_process_group()
+    (run.out / f"done-rank{info.rank}.json").write_text(json.dumps(summary) + "\n")
+    shutdown(info)
     return summary

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from weakly_base.shard_format import DATASET_JSON
+
 from .shards import Dataset, iter_tar_records
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -120,7 +122,7 @@ def shard_classes(url: str, split: str, class_field: str) -> LabelledSet:
 
 def load_labelled(source: str, split: str, class_field: str) -> LabelledSet:
     """A weakly dataset (has dataset.json) or an ImageFolder tree."""
-    if (Path(source) / "dataset.json").is_file() or "://" in source:
+    if (Path(source) / DATASET_JSON).is_file() or "://" in source:
         return shard_classes(source, split, class_field)
     return image_folder(source)
 

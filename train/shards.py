@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
-import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -18,9 +16,31 @@ import fsspec
 import numpy as np
 import pyarrow.parquet as pq
 
-MEMBER_RE = re.compile(r"^([A-Za-z0-9_-]+)\.(jpg|json)$")
-DEFAULT_MAX_MEMBER_BYTES = 32 << 20
-FORMAT_VERSION = 1
+from weakly_base.shard_format import (
+    DATASET_JSON,
+    DEFAULT_MAX_MEMBER_BYTES,
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    MEMBER_RE,
+    SAMPLES_INDEX,
+    SHARDS_INDEX,
+    check_format,
+    iter_tar_records,
+)
+
+# Re-exported: train.data, train.probe_data and tests import these from here.
+__all__ = [
+    "DEFAULT_MAX_MEMBER_BYTES",
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "MEMBER_RE",
+    "Dataset",
+    "Sample",
+    "ShardTable",
+    "check_shard_files",
+    "iter_tar_records",
+    "iter_tar_samples",
+]
 
 
 @dataclass(frozen=True)
@@ -55,26 +75,20 @@ class Dataset:
         self.split = split
         self.fs, self.root = fsspec.core.url_to_fs(self.url)
         self.root = self.root.rstrip("/")
-        meta_path = f"{self.root}/dataset.json"
+        meta_path = f"{self.root}/{DATASET_JSON}"
         if not self.fs.exists(meta_path):
             raise FileNotFoundError(
-                f"{self.url}/dataset.json not found: not a weakly dataset, or ingest not finished"
+                f"{self.url}/{DATASET_JSON} not found: not a weakly dataset, or ingest not finished"
             )
         with self.fs.open(meta_path, "rb") as f:
             self.meta = json.load(f)
-        fmt, version = self.meta.get("format"), self.meta.get("format_version")
-        if fmt != "weakly-shards" or version != FORMAT_VERSION:
-            raise ValueError(
-                f"{self.url}/dataset.json: format {fmt!r} version {version!r}; this trainer "
-                f"reads 'weakly-shards' version {FORMAT_VERSION} (re-run ingest, or use a "
-                "matching trainer)"
-            )
+        check_format(self.meta, f"{self.url}/{DATASET_JSON}")
         self.wnids: list[str] = list(self.meta["vocabulary"]["wnids"])
-        with self.fs.open(f"{self.root}/index/shards.parquet", "rb") as f:
+        with self.fs.open(f"{self.root}/{SHARDS_INDEX}", "rb") as f:
             table = pq.read_table(f).to_pydict()
         rows = [i for i, s in enumerate(table["split"]) if s == split]
         if not rows:
-            raise ValueError(f"{self.url}/index/shards.parquet: no shards for split {split!r}")
+            raise ValueError(f"{self.url}/{SHARDS_INDEX}: no shards for split {split!r}")
         self.shards = ShardTable(
             files=tuple(table["file"][i] for i in rows),
             n=np.asarray([table["n"][i] for i in rows], dtype=np.int64),
@@ -108,7 +122,7 @@ class Dataset:
 
     def sample_index(self) -> dict[str, list[tuple[str, float]]]:
         """Per shard file, its (key, weight) rows in key order, from index/samples.parquet."""
-        with self.fs.open(f"{self.root}/index/samples.parquet", "rb") as f:
+        with self.fs.open(f"{self.root}/{SAMPLES_INDEX}", "rb") as f:
             t = pq.read_table(f, columns=["key", "split", "shard", "weight"]).to_pydict()
         out: dict[str, list[tuple[str, float]]] = {}
         for key, split, shard, w in zip(t["key"], t["split"], t["shard"], t["weight"], strict=True):
@@ -117,39 +131,6 @@ class Dataset:
         for rows in out.values():
             rows.sort()
         return out
-
-
-def iter_tar_records(
-    fileobj, max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES
-) -> Iterator[tuple[str, bytes, dict]]:
-    """(key, jpg bytes, parsed json) of every complete sample of a tar stream, in stored order.
-
-    A sample is complete when its `.jpg` and `.json` arrive for the same key; anything else
-    (odd names, oversize members, orphan halves, unreadable json) is dropped here so the sample
-    positions agree with the index, which only lists complete samples.
-    """
-    key, jpg = None, None
-    with tarfile.open(fileobj=fileobj, mode="r|") as tar:
-        for member in tar:
-            if not member.isfile() or member.size > max_member_bytes:
-                continue
-            m = MEMBER_RE.match(member.name)
-            if m is None:
-                continue
-            data = tar.extractfile(member).read()
-            name, ext = m.group(1), m.group(2)
-            if ext == "jpg":
-                key, jpg = name, data
-                continue
-            if name != key or jpg is None:
-                continue
-            try:
-                meta = json.loads(data)
-            except ValueError:
-                meta = None
-            record, key, jpg = (name, jpg, meta), None, None
-            if isinstance(meta, dict):
-                yield record
 
 
 def iter_tar_samples(fileobj, max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES) -> Iterator[Sample]:
@@ -186,7 +167,7 @@ def check_shard_files(dataset: Dataset, verify: bool = False) -> None:
     if missing:
         raise FileNotFoundError(
             f"{dataset.url}: {len(missing)} of {len(dataset.shards.files)} shards listed in "
-            f"index/shards.parquet are missing, e.g. {missing[0]}"
+            f"{SHARDS_INDEX} are missing, e.g. {missing[0]}"
         )
     if not verify:
         return
@@ -199,5 +180,5 @@ def check_shard_files(dataset: Dataset, verify: bool = False) -> None:
         if want and h.hexdigest() != want:
             raise ValueError(
                 f"{dataset.url}/{file}: sha256 {h.hexdigest()[:12]}... differs from "
-                f"index/shards.parquet ({want[:12]}...); the shard was changed or truncated"
+                f"{SHARDS_INDEX} ({want[:12]}...); the shard was changed or truncated"
             )

@@ -114,20 +114,17 @@ def train_demo_model(dataset: Path, run: Path, size: DemoSize, device: str = "au
     `--resume auto`: a rerun continues, or finds the run finished, instead of starting over."""
     import torch
 
-    from train.cli import build_parser, resolve
+    from train.config import TrainConfig
     from train.loop import train
 
     workers = size.workers if size.workers is not None else min(2, os.cpu_count() or 1)
-    argv = [
-        "--data", str(dataset), "--model", "tiny", "--out", str(run),
-        "--steps", str(size.steps), "--batch-size", str(size.batch_size),
-        "--image-size", str(size.image_size), "--device", device, "--lr", "0.5",
-        "--warmup-steps", str(max(1, size.steps // 10)), "--workers", str(workers),
-        "--shuffle-buffer", "200", "--log-every", str(size.log_every),
-        "--ckpt-every", str(size.steps), "--resume", "auto",
-    ]  # fmt: skip
-    args = resolve(build_parser().parse_args(argv))
-    summary = train(args)
+    config = TrainConfig(
+        data=str(dataset), model="tiny", out=str(run), steps=size.steps,
+        batch_size=size.batch_size, image_size=size.image_size, device=device, lr=0.5,
+        warmup_steps=max(1, size.steps // 10), workers=workers, shuffle_buffer=200,
+        log_every=size.log_every, ckpt_every=size.steps, resume="auto",
+    )  # fmt: skip
+    summary = train(config)
     used = "cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu"
     return {**summary, "model": "tiny", "batch_size": size.batch_size, "device": used}
 
