@@ -119,6 +119,70 @@ def _sample(
     return jpg, meta
 
 
+RARE_THRESHOLD, RARE_UPSAMPLE = 5, 4.0  # the fixture's own inv-sqrt law with rare upsampling
+
+
+def _draw_labels(rng: np.random.Generator, samples: int, classes: int) -> list[list[int]]:
+    """1-3 labels per image with Zipf-like popularity, so that weights really differ."""
+    popularity = 1.0 / np.arange(1, classes + 1) ** 1.1
+    popularity /= popularity.sum()
+    return [
+        sorted(set(rng.choice(classes, size=int(rng.integers(1, 4)), p=popularity).tolist()))
+        for _ in range(samples)
+    ]
+
+
+def _weights(labels: list[list[int]], counts: np.ndarray) -> list[float]:
+    weights = []
+    for lab in labels:
+        w = max(counts[j] ** -0.5 for j in lab)
+        if min(counts[j] for j in lab) < RARE_THRESHOLD:
+            w *= RARE_UPSAMPLE
+        weights.append(float(w))
+    return weights
+
+
+def _write_shard(root: Path, split: str, bucket: int, n: int, records) -> tuple[dict, list]:
+    """One shard, its stats marker, and its rows of shards.parquet and samples.parquet."""
+    name = fmt.shard_name(split, bucket, n)
+    data, keys = fmt.shard_bytes(records)
+    (root / fmt.SHARD_DIR / name).write_bytes(data)
+    weights = [r.meta["weight"] for r in records]
+    stats = fmt.shard_stats(name, data, len(keys), split, bucket, weights)
+    (root / fmt.SHARD_DIR / fmt.stats_name(name)).write_text(json.dumps(stats))
+    rel = f"{fmt.SHARD_DIR}/{name}"
+    samples = [
+        {"key": r.key, "split": split, "shard": rel, "labels": r.meta["labels"],
+         "weight": r.meta["weight"], "phash": int(r.meta["phash"], 16)}
+        for r in sorted(records, key=lambda r: r.key)
+    ]  # fmt: skip
+    return {**stats, "file": rel}, samples
+
+
+def _dataset_json(wnids, names, counts, split, samples, shards, weights) -> dict:
+    return {
+        **fmt.dataset_header(),
+        "hash_version": "weakly-phash-v1",
+        "vocabulary": {"name": "fixture", "wnids": wnids, "names": names, "counts": counts},
+        "weighting": {
+            "scheme": "inv-sqrt",
+            "reduce": "max",
+            "rare_threshold": RARE_THRESHOLD,
+            "rare_upsample": RARE_UPSAMPLE,
+        },
+        "splits": {
+            split: {
+                "samples": samples,
+                "shards": shards,
+                "weight_sum": float(sum(weights)),
+                "mean_shard_size": samples / shards,
+            }
+        },
+        "totals": {"input_rows": samples, "written": samples, "rejected": 0},
+        "eval_dedup": {"index": None, "radius": 10, "removed": 0},
+    }
+
+
 def build_fixture(
     root: str | os.PathLike,
     *,
@@ -135,44 +199,30 @@ def build_fixture(
 ) -> Path:
     """Write a complete dataset folder; returns its path.
 
-    Weights follow the default inv-sqrt scheme with rare-tag upsampling, samples are bucketed by
-    weight on a log scale and each bucket is cut into shards of at most `max_shard` samples, so
-    shard sizes and weight sums are deliberately uneven. `corrupt` samples carry bytes that are
-    not a decodable JPEG (their index rows are still written: the reader must cope). `image`,
-    when given, draws each sample's JPEG from its labels (e.g. `colour_stripes_jpeg`);
+    Weights follow an inv-sqrt law with rare-tag upsampling, samples are bucketed by weight
+    (the format's buckets) and each bucket is cut into shards of at most `max_shard` samples,
+    so shard sizes and weight sums are deliberately uneven. `corrupt` samples carry bytes that
+    are not a decodable JPEG (their index rows are still written: the reader must cope).
+    `image`, when given, draws each sample's JPEG from its labels (e.g. `colour_stripes_jpeg`);
     `extra_meta` adds fields to each sample json (e.g. a class for the linear probe).
     """
     root = Path(root)
-    (root / "shards").mkdir(parents=True, exist_ok=True)
-    (root / "index").mkdir(parents=True, exist_ok=True)
+    (root / fmt.SHARD_DIR).mkdir(parents=True, exist_ok=True)
+    (root / fmt.INDEX_DIR).mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     wnids = [f"n{9000000 + 37 * i:08d}" for i in range(classes)]
     names = [f"class{i}" for i in range(classes)]
-    # Zipf-like label popularity so that weights really differ.
-    popularity = 1.0 / np.arange(1, classes + 1) ** 1.1
-    popularity /= popularity.sum()
-    labels: list[list[int]] = []
-    for _ in range(samples):
-        k = int(rng.integers(1, 4))
-        labels.append(sorted(set(rng.choice(classes, size=k, p=popularity).tolist())))
+    labels = _draw_labels(rng, samples, classes)
     counts = np.zeros(classes, dtype=np.int64)
     for lab in labels:
         counts[lab] += 1
-    rare_threshold, upsample = 5, 4.0
-    weights = []
-    for lab in labels:
-        w = max(counts[j] ** -0.5 for j in lab)
-        if min(counts[j] for j in lab) < rare_threshold:
-            w *= upsample
-        weights.append(float(w))
+    weights = _weights(labels, counts)
     corrupt_idx = (
         set(rng.choice(samples, size=corrupt, replace=False).tolist()) if corrupt else set()
     )
-
-    max_weight = max(weights)
     buckets: dict[int, list[int]] = {}
     for i, w in enumerate(weights):
-        buckets.setdefault(fmt.weight_bucket(w, max_weight), []).append(i)
+        buckets.setdefault(fmt.weight_bucket(w, max(weights)), []).append(i)
 
     shard_rows, sample_rows = [], []
     for bucket in sorted(buckets):
@@ -187,53 +237,16 @@ def build_fixture(
                 if extra_meta is not None:
                     meta.update(extra_meta(labels[i]))
                 records.append(fmt.ShardRecord(meta["key"], jpg, meta))
-            name = fmt.shard_name(split, bucket, n_shard)
-            data, keys = fmt.shard_bytes(records)
-            (root / fmt.SHARD_DIR / name).write_bytes(data)
-            stats = fmt.shard_stats(
-                name, data, len(keys), split, bucket, [r.meta["weight"] for r in records]
-            )
-            (root / fmt.SHARD_DIR / fmt.stats_name(name)).write_text(json.dumps(stats))
-            rel = f"{fmt.SHARD_DIR}/{name}"
-            shard_rows.append({**stats, "file": rel})
-            for r in sorted(records, key=lambda r: r.key):
-                m = r.meta
-                sample_rows.append(
-                    {"key": r.key, "split": split, "shard": rel, "labels": m["labels"],
-                     "weight": m["weight"], "phash": int(m["phash"], 16)}
-                )  # fmt: skip
+            shard_row, rows = _write_shard(root, split, bucket, n_shard, records)
+            shard_rows.append(shard_row)
+            sample_rows += rows
 
     _write_table(root / fmt.SHARDS_INDEX, shard_rows, fmt.SHARDS_SCHEMA)
     _write_table(root / fmt.SAMPLES_INDEX, sample_rows, fmt.SAMPLES_SCHEMA)
     _write_table(root / fmt.REJECTS_INDEX, [], fmt.REJECTS_SCHEMA)
     _write_table(root / fmt.EVAL_MATCHES_INDEX, [], fmt.EVAL_MATCHES_SCHEMA)
     (root / fmt.CONFIG_JSON).write_text(json.dumps({"fixture": True, "seed": seed}))
-    dataset = {
-        **fmt.dataset_header(),
-        "hash_version": "weakly-phash-v1",
-        "vocabulary": {
-            "name": "fixture",
-            "wnids": wnids,
-            "names": names,
-            "counts": counts.tolist(),
-        },
-        "weighting": {
-            "scheme": "inv-sqrt",
-            "reduce": "max",
-            "rare_threshold": rare_threshold,
-            "rare_upsample": upsample,
-        },
-        "splits": {
-            split: {
-                "samples": samples,
-                "shards": len(shard_rows),
-                "weight_sum": float(sum(weights)),
-                "mean_shard_size": samples / len(shard_rows),
-            }
-        },
-        "totals": {"input_rows": samples, "written": samples, "rejected": 0},
-        "eval_dedup": {"index": None, "radius": 10, "removed": 0},
-    }
+    dataset = _dataset_json(wnids, names, counts.tolist(), split, samples, len(shard_rows), weights)
     (root / fmt.DATASET_JSON).write_text(json.dumps(dataset, indent=1))
     return root
 
