@@ -120,30 +120,9 @@ def loss_plot(metrics: list[dict], path: Path, num_classes: int) -> Path:
     return path
 
 
-def render_report(
-    *,
-    summary_table: str,
-    lexicon_table: str,
-    audit: DedupAudit,
-    merges: list[tuple[str, str, int, list[str]]],
-    outcomes: list[tuple[str, str, str]],
-    held_out: list[str],
-    metrics: list[dict],
-    train_summary: dict,
-    dataset: dict,
-    paths: dict[str, str],
-    val_metrics: dict | None = None,
-) -> str:
-    """The whole report.md; `paths` are relative to the report (plots, dataset, run)."""
+def _ingest_section(summary_table: str, dataset: dict) -> list[str]:
     splits = dataset["splits"]["train"]
-    first, last = (metrics[0], metrics[-1]) if metrics else ({}, {})
-    lines = [
-        "# weakly demo report",
-        "",
-        "Bundled real photos (scikit-image, scikit-learn) -> `weakly synth` manifest with",
-        "hashtag-style tags and planted near-copies of a held-out eval set -> eval index ->",
-        "`weakly ingest` on a local Ray -> a small model trained on the shards.",
-        "",
+    return [
         "## Ingest summary",
         "",
         "```",
@@ -154,6 +133,11 @@ def render_report(
         f"(mean {splits['mean_shard_size']:.1f} per shard), vocabulary "
         f"`{dataset['vocabulary']['name']}` ({len(dataset['vocabulary']['wnids']):,} synsets).",
         "",
+    ]
+
+
+def _dedup_section(audit: DedupAudit) -> list[str]:
+    return [
         "## Eval-set dedup: planted copies caught",
         "",
         f"synth planted {audit.planted} near-copies of eval images among the training rows; "
@@ -170,6 +154,16 @@ def render_report(
             [[how, p, c] for how, (p, c) in audit.by_transform.items()],
         ),
         "",
+    ]
+
+
+def _canonicalisation_section(
+    merges: list[tuple[str, str, int, list[str]]],
+    outcomes: list[tuple[str, str, str]],
+    held_out: list[str],
+    lexicon_table: str,
+) -> list[str]:
+    return [
         "## Canonicalisation: hashtags merged into WordNet synsets",
         "",
         "Synsets of this manifest that several distinct raw hashtags were merged into:",
@@ -193,25 +187,26 @@ def render_report(
         lexicon_table,
         "```",
         "",
-        "## Tag distribution and weights",
-        "",
-        f"![tag frequency before/after reweighting, weight histogram]({paths['ingest_plot']})",
-        "",
+    ]
+
+
+def _training_section(metrics: list[dict], train_summary: dict, paths: dict[str, str]) -> list[str]:
+    first, last = (metrics[0], metrics[-1]) if metrics else ({}, {})
+    row = [
+        train_summary["model"],
+        train_summary["device"],
+        train_summary["step"],
+        train_summary["batch_size"],
+        f"{first.get('loss', float('nan')):.3f}",
+        f"{last.get('loss', float('nan')):.3f}",
+        f"{last.get('samples_per_s', float('nan')):.0f}",
+    ]
+    return [
         "## Training",
         "",
         markdown_table(
             ["model", "device", "steps", "batch", "first loss", "last loss", "img/s (last log)"],
-            [
-                [
-                    train_summary["model"],
-                    train_summary["device"],
-                    train_summary["step"],
-                    train_summary["batch_size"],
-                    f"{first.get('loss', float('nan')):.3f}",
-                    f"{last.get('loss', float('nan')):.3f}",
-                    f"{last.get('samples_per_s', float('nan')):.0f}",
-                ]
-            ],
+            [row],
         ),
         "",
         f"![training loss]({paths['loss_plot']})",
@@ -220,6 +215,39 @@ def render_report(
         "label distribution: the loss falls from about log(classes) towards its entropy. Checkpoints",
         f"and `metrics.jsonl` are in `{paths['run']}`; the dataset is in `{paths['dataset']}`.",
         "",
+    ]
+
+
+def render_report(
+    *,
+    summary_table: str,
+    lexicon_table: str,
+    audit: DedupAudit,
+    merges: list[tuple[str, str, int, list[str]]],
+    outcomes: list[tuple[str, str, str]],
+    held_out: list[str],
+    metrics: list[dict],
+    train_summary: dict,
+    dataset: dict,
+    paths: dict[str, str],
+    val_metrics: dict | None = None,
+) -> str:
+    """The whole report.md; `paths` are relative to the report (plots, dataset, run)."""
+    lines = [
+        "# weakly demo report",
+        "",
+        "Bundled real photos (scikit-image, scikit-learn) -> `weakly synth` manifest with",
+        "hashtag-style tags and planted near-copies of a held-out eval set -> eval index ->",
+        "`weakly ingest` on a local Ray -> a small model trained on the shards.",
+        "",
+        *_ingest_section(summary_table, dataset),
+        *_dedup_section(audit),
+        *_canonicalisation_section(merges, outcomes, held_out, lexicon_table),
+        "## Tag distribution and weights",
+        "",
+        f"![tag frequency before/after reweighting, weight histogram]({paths['ingest_plot']})",
+        "",
+        *_training_section(metrics, train_summary, paths),
     ]
     lines += held_out_section(val_metrics)
     return "\n".join(lines)
