@@ -14,11 +14,11 @@ import re
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from weakly_base.shard_format import KEY_MAX_LEN, KEY_RE
+from weakly_base.shard_format import KEY_CHARS, KEY_MAX_LEN, KEY_RE
 
 from .arrow_lists import lists_from_parents
 
-_UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9_-]+")
+_UNSAFE_CHARS = re.compile(f"[^{KEY_CHARS}]+")
 _DIGEST_CHARS = 12
 # The readable prefix leaves room for "-" and the digest within the key rule's length.
 _READABLE_CHARS = KEY_MAX_LEN - 1 - _DIGEST_CHARS

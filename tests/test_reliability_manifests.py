@@ -17,8 +17,7 @@ from pipeline.fetch import FetchConfig, FetchError, fetch_one, resolve_path
 from pipeline.ingest import IngestConfig, RunOptions, ingest
 from pipeline.manifest import MAX_TAG_CHARS, MAX_TAGS_PER_ROW, read_manifest
 from pipeline.pass1 import canonicalise_rows
-
-MEMBER_NAME = r"^[A-Za-z0-9_-]{1,93}\.(jpg|json)$"
+from weakly_base.shard_format import KEY_RE, MEMBER_RE
 
 
 def _errors(path) -> list[str | None]:
@@ -132,6 +131,5 @@ def test_hostile_manifest_through_ingest_writes_only_inside_out(tmp_path, lexico
     for tar_path in (tmp_path / "out" / "shards").glob("*.tar"):
         with tarfile.open(tar_path) as tar:
             names += tar.getnames()
-    import re
-
-    assert len(names) == 8 and all(re.match(MEMBER_NAME, n) for n in names)
+    assert len(names) == 8
+    assert all(MEMBER_RE.match(n) and KEY_RE.fullmatch(n.rpartition(".")[0]) for n in names)

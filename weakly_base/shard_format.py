@@ -30,13 +30,14 @@ VAL = "val"
 # -- keys and member names ------------------------------------------------------------------
 
 KEY_MAX_LEN = 90  # USTAR names are 100 bytes; the longest member is "{key}.json"
-KEY_RE = re.compile(r"[A-Za-z0-9_-]{1," + str(KEY_MAX_LEN) + "}")
+KEY_CHARS = "A-Za-z0-9_-"  # a regex character class body: no dots, slashes or controls
+KEY_RE = re.compile(f"[{KEY_CHARS}]{{1,{KEY_MAX_LEN}}}")
 # The same rule for Arrow's RE2, where `$` matches only at the very end (Python's `$` also
 # matches before a final newline, which is why `KEY_RE` is used with fullmatch).
 KEY_PATTERN = "^" + KEY_RE.pattern + "$"
 IMAGE_EXT = "jpg"
 META_EXT = "json"
-MEMBER_RE = re.compile(rf"^([A-Za-z0-9_-]+)\.({IMAGE_EXT}|{META_EXT})$")
+MEMBER_RE = re.compile(rf"^([{KEY_CHARS}]+)\.({IMAGE_EXT}|{META_EXT})$")
 
 
 def is_valid_key(key: str) -> bool:
