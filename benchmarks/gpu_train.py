@@ -4,7 +4,7 @@
     python benchmarks/gpu_train.py --model tiny --device cpu --batch-size 8 --steps 3 \
         --samples 64 --image-size 32 --workers 0        # CPU smoke check
 
-Builds its own shards (train/fixtures.py, 256-341 px photos) in a temporary folder, so it runs
+Builds its own shards (weakly/fixtures.py, 256-341 px photos) in a temporary folder, so it runs
 unchanged on any machine with this repository installed. Per model it reports img/s with the
 real loader (GPU decode on CUDA) and with a batch that never leaves the device, their ratio
 (goal >= 0.95), the data-wait fraction, the batched GPU-decode rate and peak GPU memory.
