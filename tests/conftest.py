@@ -1,4 +1,10 @@
-"""Shared fixtures. The lexicon is compiled once per test session from real WordNet 3.0."""
+"""Shared fixtures.
+
+The lexicon is the one `build_lexicon()` keeps in the weakly cache, keyed by builder version and
+WordNet source: compiled from real WordNet 3.0 the first time, reused by every later session
+(test_wordnet_locate.py compiles one from scratch in an isolated cache, so the compiler itself
+stays tested). Tests only read it; the session checks at teardown that none changed it.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +13,16 @@ import pytest
 from wordnet_tools import build_lexicon, load_lexicon
 
 
+def _snapshot(folder):
+    return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.iterdir())}
+
+
 @pytest.fixture(scope="session")
-def lexicon_dir(tmp_path_factory):
-    return build_lexicon(out=tmp_path_factory.mktemp("lexicon") / "lexicon")
+def lexicon_dir():
+    folder = build_lexicon()
+    before = _snapshot(folder)
+    yield folder
+    assert _snapshot(folder) == before, f"a test modified the shared lexicon in {folder}"
 
 
 @pytest.fixture(scope="session")
