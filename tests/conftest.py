@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import pytest
 
+from weakly.fixtures import build_fixture
 from wordnet_tools import build_lexicon, load_lexicon
 
 
 def _snapshot(folder):
-    return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.iterdir())}
+    return {
+        str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in sorted(folder.rglob("*"))
+    }
 
 
 @pytest.fixture(scope="session")
@@ -43,3 +47,22 @@ def ray_local():
     if not ray.is_initialized():
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     return ray
+
+
+@pytest.fixture(scope="session")
+def fixture_dataset(tmp_path_factory):
+    """`fixture_dataset(**build_fixture_kwargs)`: one `build_fixture` dataset per distinct set of
+    arguments for the whole session, shared by the tests that only read it (a test that changes
+    a dataset copies it first). The session checks at teardown that none was changed."""
+    built: dict[tuple, tuple] = {}
+
+    def get(**kwargs):
+        key = tuple(sorted(kwargs.items()))
+        if key not in built:
+            root = build_fixture(tmp_path_factory.mktemp("shared-ds") / "ds", **kwargs)
+            built[key] = (root, _snapshot(root))
+        return built[key][0]
+
+    yield get
+    for root, before in built.values():
+        assert _snapshot(root) == before, f"a test modified the shared dataset {root}"

@@ -22,17 +22,12 @@ WEAKLY = [sys.executable, "-m", "weakly.cli"]
 @pytest.fixture(scope="module")
 def job_inputs(tmp_path_factory, lexicon_dir):
     root = tmp_path_factory.mktemp("cluster-data")
-    subprocess.run(
-        [*WEAKLY, "synth", "--n", "30", "--out", str(root / "syn"), "--eval-out",
-         str(root / "eval"), "--eval-images", "4", "--planted-fraction", "0.2",
-         "--max-px", "700"],
-        check=True, capture_output=True, cwd=ROOT,
-    )  # fmt: skip
-    subprocess.run(
-        [*WEAKLY, "eval-index", "build", "--eval", f"demo={root / 'eval'}", "--out",
-         str(root / "eval.idx")],
-        check=True, capture_output=True, cwd=ROOT,
-    )  # fmt: skip
+    # The inputs are made in-process (same CLI code); only the ingest runs need real processes.
+    assert main(["synth", "--n", "30", "--out", str(root / "syn"), "--eval-out",
+                 str(root / "eval"), "--eval-images", "4", "--planted-fraction", "0.2",
+                 "--max-px", "700"]) == 0  # fmt: skip
+    assert main(["eval-index", "build", "--eval", f"demo={root / 'eval'}", "--out",
+                 str(root / "eval.idx")]) == 0  # fmt: skip
     options = ["--eval-index", "eval.idx", "--lexicon-dir", str(lexicon_dir), "--shard-size", "8"]
     options += ["--chunk-rows", "4", "--no-progress"]
     return root, options

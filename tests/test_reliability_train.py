@@ -17,15 +17,16 @@ import pytest
 import torch
 
 from train.checkpoint import latest_checkpoint, load_checkpoint
-from weakly.fixtures import build_fixture
+from train.cli import main as train_main
 
 ROOT = Path(__file__).resolve().parents[1]
+torch.set_num_threads(1)  # as OMP_NUM_THREADS=1 does for the real processes
 STEPS = 12
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return str(build_fixture(tmp_path_factory.mktemp("kill") / "ds", samples=80, seed=5))
+def data_dir(fixture_dataset):
+    return str(fixture_dataset(samples=80, seed=5))  # shared, read only
 
 
 def _cmd(data, out, *extra) -> list[str]:
@@ -50,8 +51,9 @@ def _run(data, out, *extra) -> None:
 
 @pytest.fixture(scope="module")
 def reference(data_dir, tmp_path_factory):
+    """The never-killed run, in-process (`train.cli.main`, what `python -m train` calls)."""
     out = tmp_path_factory.mktemp("kill") / "reference"
-    _run(data_dir, out)
+    assert train_main(_cmd(data_dir, out)[3:]) == 0
     return out
 
 
