@@ -4,14 +4,21 @@ The lexicon is the one `build_lexicon()` keeps in the weakly cache, keyed by bui
 WordNet source: compiled from real WordNet 3.0 the first time, reused by every later session
 (test_wordnet_locate.py compiles one from scratch in an isolated cache, so the compiler itself
 stays tested). Tests only read it; the session checks at teardown that none changed it.
+
+The suite runs on two pytest-xdist workers (pyproject.toml's addopts), each its own session:
+session fixtures are built once per worker, and the cached lexicon is built under a file lock
+so that two workers on a machine with an empty cache never compile it at the same time.
 """
 
 from __future__ import annotations
 
+import fcntl
+
 import pytest
 
 from weakly.fixtures import build_fixture
-from wordnet_tools import build_lexicon, load_lexicon
+from wordnet_tools import WordNetNotFound, build_lexicon, load_lexicon
+from wordnet_tools.locate import cache_dir
 
 
 def _snapshot(folder):
@@ -21,9 +28,28 @@ def _snapshot(folder):
     }
 
 
+def _cached_lexicon():
+    """`build_lexicon()` (the cache, compiled if missing) under an exclusive lock."""
+    root = cache_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".lexicon-build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return build_lexicon()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _lexicon_in_cache():
+    """Before any test: the CLI, demo and README tests use the cached lexicon without asking
+    for `lexicon_dir`, and must find it built rather than race to build it."""
+    try:
+        _cached_lexicon()
+    except WordNetNotFound:
+        pass  # the tests that need WordNet fail with its message; the others still run
+
+
 @pytest.fixture(scope="session")
-def lexicon_dir():
-    folder = build_lexicon()
+def lexicon_dir(_lexicon_in_cache):
+    folder = _cached_lexicon()
     before = _snapshot(folder)
     yield folder
     assert _snapshot(folder) == before, f"a test modified the shared lexicon in {folder}"
