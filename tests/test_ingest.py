@@ -6,7 +6,9 @@ import gzip
 import hashlib
 import io
 import json
+import shutil
 import tarfile
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -37,6 +39,36 @@ def synth_data(tmp_path_factory, lexicon_dir):
     index = EvalIndex.build({"synth-eval": str(root / "eval")})
     index.save(root / "eval.idx")
     return root, result
+
+
+@pytest.fixture(scope="module")
+def ingested(synth_data, lexicon_dir, tmp_path_factory):
+    """`ingested(**config)`: the synth manifest ingested once per config for this module, for
+    the tests that only read an output; a test that changes one works on a copy. Checked
+    unchanged at teardown."""
+    root, _ = synth_data
+    done: dict[tuple, tuple[Path, dict]] = {}
+
+    def get(**kw) -> Path:
+        key = tuple(sorted(kw.items()))
+        if key not in done:
+            out = tmp_path_factory.mktemp("ingested") / "out"
+            manifest = [str(root / "train" / "manifest.parquet")]
+            ingest(manifest, out, _config(lexicon_dir, **kw), QUIET)
+            done[key] = (out, _all_files(out))
+        return done[key][0]
+
+    yield get
+    for out, files in done.values():
+        assert _all_files(out) == files, f"a test changed the shared ingest output {out}"
+
+
+def _all_files(out: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(out.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_synth_ingest_dedup_and_format(ray_local, synth_data, lexicon_dir, tmp_path):
@@ -95,14 +127,16 @@ def test_two_runs_give_identical_bytes(ray_local, synth_data, lexicon_dir, tmp_p
     assert a == b and any(k.startswith("shards/") for k in a)
 
 
-def test_resume_finishes_only_what_is_missing(ray_local, synth_data, lexicon_dir, tmp_path):
+def test_resume_finishes_only_what_is_missing(
+    ray_local, synth_data, ingested, lexicon_dir, tmp_path
+):
     """A run cut short (parts and a shard gone, dataset.json missing) completes identically."""
     root, _ = synth_data
     manifest = [str(root / "train" / "manifest.parquet")]
     config = _config(lexicon_dir, chunk_rows=8)
-    ingest(manifest, tmp_path / "clean", config, QUIET)
+    clean = ingested(chunk_rows=8)
     out = tmp_path / "resumed"
-    ingest(manifest, out, config, QUIET)
+    shutil.copytree(clean, out)  # a finished run of the same config, then damaged
     parts = sorted((out / "_work" / "parts").glob("part-??????.parquet"))
     assert len(parts) >= 4
     for part in parts[::2]:
@@ -113,14 +147,14 @@ def test_resume_finishes_only_what_is_missing(ray_local, synth_data, lexicon_dir
     victim.write_bytes(victim.read_bytes()[:700])  # and truncated, as after a kill
     kept = {p.name: p.stat().st_mtime_ns for p in parts[1::2]}
     ingest(manifest, out, config, QUIET)
-    assert output_digest(out) == output_digest(tmp_path / "clean")
+    assert output_digest(out) == output_digest(clean)
     assert {p.name: p.stat().st_mtime_ns for p in parts[1::2]} == kept  # done chunks not redone
 
 
-def test_changed_config_needs_overwrite(ray_local, synth_data, lexicon_dir, tmp_path):
+def test_changed_config_needs_overwrite(ray_local, synth_data, ingested, lexicon_dir, tmp_path):
     root, _ = synth_data
     manifest = [str(root / "train" / "manifest.parquet")]
-    ingest(manifest, tmp_path / "o", _config(lexicon_dir), QUIET)
+    shutil.copytree(ingested(), tmp_path / "o")  # a finished run with the default config
     with pytest.raises(ValueError, match="different config; use --overwrite"):
         ingest(manifest, tmp_path / "o", _config(lexicon_dir, shard_size=7), QUIET)
     summary = ingest(
@@ -281,18 +315,18 @@ def _columns(**kw):
     return Columns(**kw)
 
 
-def test_trainer_reads_what_ingest_writes(ray_local, synth_data, lexicon_dir, tmp_path):
+def test_trainer_reads_what_ingest_writes(ray_local, ingested, tmp_path):
     """The two halves meet only at the documented format: ingest output -> weakly train."""
     import itertools
 
     from train.data import iter_sample_keys
 
-    root, _ = synth_data
-    out = tmp_path / "ds"
-    summary = ingest([str(root / "train" / "manifest.parquet")], out, _config(lexicon_dir), QUIET)
+    out = ingested()  # read only
     written = set(pq.read_table(out / "index" / "samples.parquet")["key"].to_pylist())
+    totals = json.loads((out / "dataset.json").read_text())["totals"]
+    assert totals["written"] == len(written) and totals["input_rows"] == 80
     keys = list(itertools.islice(iter_sample_keys(str(out), seed=3), 200))
-    assert len(keys) == 200 and set(keys) <= written and len(set(keys)) > summary.written // 3
+    assert len(keys) == 200 and set(keys) <= written and len(set(keys)) > len(written) // 3
     from weakly.cli import main
 
     run = tmp_path / "run"

@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import random
-import subprocess
-import sys
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import torch
+from bench_tools import load_benchmark
 from PIL import Image
 
 from train.evaluate import score_split
@@ -26,7 +23,6 @@ from weakly.fixtures import build_fixture
 from weakly.synth_learnable import MAX_CLASSES, learnable_synth, render, signatures
 from wordnet_tools import load_lexicon
 
-ROOT = Path(__file__).resolve().parents[1]
 torch.set_num_threads(1)
 
 
@@ -77,13 +73,12 @@ def test_a_tiny_model_learns_the_signatures_on_cpu(tmp_path):
     assert m["top1"] > 0.8 and m["top1"] > majority / len(scored.labels) + 0.3, m
 
 
-def test_mini_ablation_end_to_end(lexicon_dir, tmp_path):
+def test_mini_ablation_end_to_end(ray_local, lexicon_dir, tmp_path, capsys):
+    """benchmarks/ablations.py's own `main(argv)`, in-process on the session's local Ray."""
     out = tmp_path / "abl"
-    cmd = [sys.executable, "benchmarks/ablations.py", "--quick", "--out", str(out),
-           "--lexicon-dir", str(lexicon_dir)]  # fmt: skip
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=170)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    argv = ["--quick", "--out", str(out), "--lexicon-dir", str(lexicon_dir)]
+    assert load_benchmark("ablations").main(argv) == 0
+    assert "wrote" in capsys.readouterr().err
     result = json.loads((out / "results.json").read_text())
     cells = {(r["noise"], r["loss"], r["sampling"]) for r in result["runs"]}
     assert cells == {

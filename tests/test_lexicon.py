@@ -79,8 +79,13 @@ def test_ambiguity_prefers_the_only_sense_in_the_vocabulary(nouns_lexicon, in1k_
     assert in1k_lexicon.explain("plane").n_in_vocab == 1
 
 
-def test_ambiguity_falls_back_to_wordnet_sense_order(lexicon_dir):
-    reader, _ = open_wordnet()
+@pytest.fixture(scope="module")
+def reader():
+    """One NLTK WordNet reader for the tests that ask WordNet itself (they only read it)."""
+    return open_wordnet()[0]
+
+
+def test_ambiguity_falls_back_to_wordnet_sense_order(reader, nouns_lexicon, lexicon_dir):
     senses = [f"n{lem.synset().offset():08d}" for lem in reader.lemmas("crane", "n")]
     bird, machine = "n02012849", "n03126707"
     assert bird in senses and machine in senses
@@ -89,11 +94,10 @@ def test_ambiguity_falls_back_to_wordnet_sense_order(lexicon_dir):
     assert lex.canonical("#crane") == expected
     assert lex.explain("crane").n_in_vocab == 2
     # With every noun in the vocabulary the first WordNet sense wins.
-    assert load_lexicon("nouns", lexicon_dir=lexicon_dir).canonical("crane") == senses[0]
+    assert nouns_lexicon.canonical("crane") == senses[0]
 
 
-def test_lemma_beats_inflection_but_inflection_serves_other_vocabularies(lexicon_dir):
-    reader, _ = open_wordnet()
+def test_lemma_beats_inflection_but_inflection_serves_other_vocabularies(reader, lexicon_dir):
     spectacles = f"n{reader.synsets('spectacles', 'n')[0].offset():08d}"
     glass_vessel = f"n{reader.lemmas('glass', 'n')[0].synset().offset():08d}"
     both = load_lexicon([spectacles, glass_vessel], lexicon_dir=lexicon_dir)

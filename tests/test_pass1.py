@@ -21,7 +21,7 @@ from pipeline.manifest import Columns, _columnar_to_rows, _records_to_table, rea
 from pipeline.pass1 import canonicalise_rows, pass1_file, plan_labels
 from pipeline.weights import WeightConfig
 from weakly_base.shard_format import weight_bucket
-from wordnet_tools import load_lexicon, top_k_vocabulary
+from wordnet_tools import top_k_vocabulary
 
 
 def oracle_canonicalise(rows: list[dict], lexicon) -> list[dict]:
@@ -157,8 +157,8 @@ def test_odd_column_types_fall_back_to_the_row_reader(tmp_path):
 
 
 @pytest.mark.parametrize("vocab", ["in1k", "nouns", "top:3"])
-def test_canonicalise_and_plan_equal_the_oracle(manifest, vocab):
-    lexicon = load_lexicon("nouns" if vocab.startswith("top") else vocab)
+def test_canonicalise_and_plan_equal_the_oracle(manifest, vocab, request):
+    lexicon = request.getfixturevalue("in1k_lexicon" if vocab == "in1k" else "nouns_lexicon")
     got = pass1_file(manifest, Columns(), lexicon)
     expected = oracle_canonicalise(read_manifest(manifest).to_pylist(), lexicon)
     for name in ("key", "orig_key", "wnids", "reject"):
@@ -189,8 +189,8 @@ def test_canonicalise_and_plan_equal_the_oracle(manifest, vocab):
         assert plan.live.sum() > 10
 
 
-def test_empty_and_all_rejected_tables_plan_cleanly(tmp_path):
-    lexicon = load_lexicon("in1k")
+def test_empty_and_all_rejected_tables_plan_cleanly(tmp_path, in1k_lexicon):
+    lexicon = in1k_lexicon
     path = tmp_path / "e.parquet"
     pq.write_table(pa.table({"url": ["u"], "tags": [["#instagood"]]}), path)
     rows = pass1_file(str(path), Columns(), lexicon)

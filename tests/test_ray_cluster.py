@@ -22,17 +22,12 @@ WEAKLY = [sys.executable, "-m", "weakly.cli"]
 @pytest.fixture(scope="module")
 def job_inputs(tmp_path_factory, lexicon_dir):
     root = tmp_path_factory.mktemp("cluster-data")
-    subprocess.run(
-        [*WEAKLY, "synth", "--n", "30", "--out", str(root / "syn"), "--eval-out",
-         str(root / "eval"), "--eval-images", "4", "--planted-fraction", "0.2",
-         "--max-px", "700"],
-        check=True, capture_output=True, cwd=ROOT,
-    )  # fmt: skip
-    subprocess.run(
-        [*WEAKLY, "eval-index", "build", "--eval", f"demo={root / 'eval'}", "--out",
-         str(root / "eval.idx")],
-        check=True, capture_output=True, cwd=ROOT,
-    )  # fmt: skip
+    # The inputs are made in-process (same CLI code); only the ingest runs need real processes.
+    assert main(["synth", "--n", "30", "--out", str(root / "syn"), "--eval-out",
+                 str(root / "eval"), "--eval-images", "4", "--planted-fraction", "0.2",
+                 "--max-px", "700"]) == 0  # fmt: skip
+    assert main(["eval-index", "build", "--eval", f"demo={root / 'eval'}", "--out",
+                 str(root / "eval.idx")]) == 0  # fmt: skip
     options = ["--eval-index", "eval.idx", "--lexicon-dir", str(lexicon_dir), "--shard-size", "8"]
     options += ["--chunk-rows", "4", "--no-progress"]
     return root, options
@@ -49,27 +44,39 @@ def test_cluster_ingest_equals_local_run(job_inputs, tmp_path, monkeypatch):
 
     with LocalCluster(tmp_path / "ray", pythonpath=str(ROOT)) as cluster:
         assert cluster.alive_nodes() == 2
-        # A driver joining the cluster, paths relative to its own cwd (the Ray workers run
-        # elsewhere: the job must not depend on sharing a working directory with them).
-        joined = subprocess.run(
-            [*WEAKLY, "ingest", "syn/manifest.parquet", "--out", "joined", *options,
-             "--address", cluster.address],
-            cwd=root, env=cluster.env, capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
-        assert joined.returncode == 0, joined.stderr[-3000:] + cluster.logs()
-        assert "rows in" in joined.stdout
-        assert output_digest(root / "joined") == want
-
-        # The same command as a Ray job: the entrypoint runs on the cluster with --address auto.
+        # Two clients of the cluster at once, each writing its own output folder:
+        # a driver joining the cluster, paths relative to its own cwd (the Ray workers run
+        # elsewhere: the job must not depend on sharing a working directory with them) ...
+        joined = [*WEAKLY, "ingest", "syn/manifest.parquet", "--out", "joined", *options,
+                  "--address", cluster.address]  # fmt: skip
+        # ... and the same command as a Ray job: the entrypoint runs on the cluster with
+        # --address auto.
         entry = [*WEAKLY, "ingest", str(root / "syn" / "manifest.parquet"), "--out",
                  str(root / "submitted"), *options, "--address", "auto"]  # fmt: skip
         entry[entry.index("eval.idx")] = str(root / "eval.idx")
-        submitted = subprocess.run(
-            [RAY, "job", "submit", "--address", cluster.dashboard, "--", *entry],
-            cwd=tmp_path, env=cluster.env, capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
-        assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
-        assert "succeeded" in submitted.stdout and "rows in" in submitted.stdout
+        submit = [RAY, "job", "submit", "--address", cluster.dashboard, "--", *entry]
+        procs, logs = [], []
+        for name, cmd, cwd in (("joined", joined, root), ("submitted", submit, tmp_path)):
+            logs.append((tmp_path / f"{name}.out", tmp_path / f"{name}.err"))
+            with open(logs[-1][0], "w") as out, open(logs[-1][1], "w") as err:
+                procs.append(
+                    subprocess.Popen(cmd, cwd=cwd, env=cluster.env, stdout=out, stderr=err)
+                )
+        try:
+            for proc in procs:
+                proc.wait(timeout=300)
+        finally:
+            for proc in procs:  # only the two clients this test started
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+        (j_out, j_err), (s_out, s_err) = ((o.read_text(), e.read_text()) for o, e in logs)
+        assert procs[0].returncode == 0, j_err[-3000:] + cluster.logs()
+        assert "rows in" in j_out
+        assert output_digest(root / "joined") == want
+
+        assert procs[1].returncode == 0, s_out[-3000:] + s_err[-3000:]
+        assert "succeeded" in s_out and "rows in" in s_out
         assert output_digest(root / "submitted") == want
 
 

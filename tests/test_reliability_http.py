@@ -65,11 +65,7 @@ def test_lies_that_still_parse_are_caught_by_the_decoder(server):
         assert caught.value.reason == reason
 
 
-def test_ingest_records_every_hostile_row(server, tmp_path, lexicon_dir):
-    import ray
-
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+def test_ingest_records_every_hostile_row(server, tmp_path, lexicon_dir, ray_local):
     paths = [*REJECTED, "/long", "/html", "/good"]
     manifest = tmp_path / "m.jsonl"
     manifest.write_text(

@@ -97,11 +97,7 @@ def test_paths_are_confined_to_the_root(tmp_path):
     assert resolve_path("a/./b.jpg", "memory://bucket/imgs/") == "memory://bucket/imgs/a/b.jpg"
 
 
-def test_hostile_manifest_through_ingest_writes_only_inside_out(tmp_path, lexicon_dir):
-    import ray
-
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+def test_hostile_manifest_through_ingest_writes_only_inside_out(tmp_path, lexicon_dir, ray_local):
     root = tmp_path / "images"
     root.mkdir()
     (root / "good.jpg").write_bytes(encode(photo(0), "JPEG"))

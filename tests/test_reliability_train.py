@@ -1,6 +1,7 @@
 """The trainer under SIGKILL and torn or corrupted checkpoints: real `python -m train` processes
 killed at arbitrary points (mid step, and the moment a checkpoint write starts), resumed with
-`--resume auto`, ending bit-identical to a run that was never killed."""
+`--resume auto`, ending bit-identical to a run that was never killed. The never-killed reference
+and the final resume run in-process (`train.cli.main`); every killed run is a real process."""
 
 from __future__ import annotations
 
@@ -17,15 +18,16 @@ import pytest
 import torch
 
 from train.checkpoint import latest_checkpoint, load_checkpoint
-from weakly.fixtures import build_fixture
+from train.cli import main as train_main
 
 ROOT = Path(__file__).resolve().parents[1]
+torch.set_num_threads(1)  # as OMP_NUM_THREADS=1 does for the real processes
 STEPS = 12
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return str(build_fixture(tmp_path_factory.mktemp("kill") / "ds", samples=80, seed=5))
+def data_dir(fixture_dataset):
+    return str(fixture_dataset(samples=80, seed=5))  # shared, read only
 
 
 def _cmd(data, out, *extra) -> list[str]:
@@ -41,17 +43,11 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 ENV.pop("WORLD_SIZE", None)
 
 
-def _run(data, out, *extra) -> None:
-    proc = subprocess.run(
-        _cmd(data, out, *extra), env=ENV, capture_output=True, text=True, timeout=180
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-
-
 @pytest.fixture(scope="module")
 def reference(data_dir, tmp_path_factory):
+    """The never-killed run, in-process (`train.cli.main`, what `python -m train` calls)."""
     out = tmp_path_factory.mktemp("kill") / "reference"
-    _run(data_dir, out)
+    assert train_main(_cmd(data_dir, out)[3:]) == 0
     return out
 
 
@@ -113,7 +109,8 @@ def test_sigkill_mid_step_and_mid_checkpoint_write(data_dir, reference, tmp_path
     if newest.name != "last.pt":
         newest.write_bytes(_flip(newest.read_bytes()))
         assert load_checkpoint(latest_checkpoint(out))["step"] < step
-    _run(data_dir, out, "--resume", "auto")
+    # Finish from what the killed processes left on disk (in-process: nothing to kill here).
+    assert train_main(_cmd(data_dir, out, "--resume", "auto")[3:]) == 0
     _same_weights(reference, out)
 
 
