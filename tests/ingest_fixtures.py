@@ -75,7 +75,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body) if length is None else length))
         self.end_headers()
-        self.wfile.write(body)
+        try:
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the fetcher gave up on this row (a deadline, a byte cap): its choice
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         path = self.path
