@@ -1,8 +1,13 @@
 """Decode once, validate, resize, encode: the per-image work of pass 2.
 
-The image is decoded at the smallest JPEG scale that still covers the target size (libjpeg's
-scaled IDCT via Pillow's `draft`), oriented by EXIF, validated, then the same decoded pixels are
-hashed and resized, so no image is decoded twice.
+The downscale is chosen by measurement (benchmarks/aliasing.py, BENCHMARKS.md): speed per core
+on real photos, and aliasing on zone plates, where rings finer than the new resolution must
+fade to flat grey. A JPEG is decoded at the smallest libjpeg DCT scale (Pillow's `draft`) that
+still leaves at least twice the target size, then resized with Pillow's antialiased bilinear
+filter. Decoding straight to the target size is faster but the DCT scaling is a block average,
+which aliases (a 600 px zone plate keeps grey-level std 14 of 127.5 where it should be flat;
+2x leaves 4); bicubic costs more and aliases no less at these ratios. The decoded image is
+oriented by EXIF, validated, hashed from the reduced pixels, and encoded once.
 """
 
 from __future__ import annotations
@@ -16,6 +21,9 @@ from .phash import phash_array
 from .rejects import RowReject
 
 RESIZE_MODES = ("shorter", "keep")
+# JPEG DCT scaling stops at this multiple of the target; the antialiased filter does the rest.
+DRAFT_MARGIN = 2.0
+RESAMPLE = Image.Resampling.BILINEAR
 
 # Formats a web image dump actually holds. Pillow can open ~40 more, some of which hand the file
 # to an external program (EPS runs Ghostscript) or parse rarely-audited containers; a hostile
@@ -143,7 +151,7 @@ def _prepare(img: Image.Image, data: bytes, config: ImageConfig) -> PreparedImag
     small_enough = config.resize_mode == "keep" or min(w, h) <= target
     try:
         if original_format == "JPEG" and not small_enough:
-            scale = min(w, h) / target
+            scale = min(w, h) / (DRAFT_MARGIN * target)  # draft never goes below this size
             img.draft("RGB", (max(1, int(w / scale)), max(1, int(h / scale))))
         img.seek(0)  # animated: first frame
         img.load()
@@ -162,7 +170,7 @@ def _prepare(img: Image.Image, data: bytes, config: ImageConfig) -> PreparedImag
     if not small_enough:
         scale = target / min(rgb.size)
         size = (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale)))
-        rgb = rgb.resize(size, Image.Resampling.BICUBIC, reducing_gap=None)
+        rgb = rgb.resize(size, RESAMPLE, reducing_gap=None)
     # Hashed after resizing: the hash is resolution-stable (BENCHMARKS.md) and a 256 px image
     # costs a fraction of the full decode to reduce to 32x32.
     image_hash = phash_array(rgb)
