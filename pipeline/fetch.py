@@ -79,7 +79,6 @@ def resolve_path(path: str, root: str | None) -> str:
     return full
 
 
-
 DNS_TTL = 30.0  # seconds a resolved host name is reused
 DNS_FAIL_TTL = 1.0  # a failed lookup is reused this long (a burst of rows of a dead host)
 MAX_REDIRECTS = 5
