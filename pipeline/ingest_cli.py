@@ -14,6 +14,13 @@ from .manifest import Columns
 from .weights import REDUCERS, SCHEMES, WeightConfig
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text}: use a number >= 1")
+    return value
+
+
 def _add_ingest_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "manifests",
@@ -48,7 +55,14 @@ def _add_ingest_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=10.0, help="seconds per HTTP socket operation")
     p.add_argument("--retries", type=int, default=2)
     p.add_argument("--max-bytes", type=int, default=32 << 20)
-    p.add_argument("--fetch-threads", type=int, default=16)
+    p.add_argument("--fetch-threads", type=int, default=16, help="fetch threads per pass-2 task")
+    p.add_argument(
+        "--per-host",
+        type=_positive_int,
+        metavar="N",
+        help="at most N requests in flight to one host per task (default: no cap beyond "
+        "--fetch-threads); a 429/503 Retry-After is honoured within the row's deadline",
+    )
     p.add_argument(
         "--path-root", help="manifest paths are relative to this folder and may not leave it"
     )
@@ -96,6 +110,7 @@ def config_from_args(args: argparse.Namespace) -> IngestConfig:
             retries=args.retries,
             max_bytes=args.max_bytes,
             threads=args.fetch_threads,
+            per_host=args.per_host,
             path_root=args.path_root,
         ),
         columns=columns,

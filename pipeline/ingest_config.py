@@ -41,7 +41,10 @@ class IngestConfig:
         check_holdout(self.holdout)
 
     def as_dict(self) -> dict:
-        return json.loads(json.dumps(asdict(self)))
+        out = json.loads(json.dumps(asdict(self)))
+        if out["fetch"]["per_host"] is None:  # config.json as before the option: resumable
+            del out["fetch"]["per_host"]
+        return out
 
 
 @dataclass(frozen=True)

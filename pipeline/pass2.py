@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .fetch import FetchError, fetch_iter
+from .fetch import FetchError, fetch_completed
 from .images import ImageReject, prepare_image
 from .ingest_config import IngestConfig
 from .phash import to_hex
@@ -78,22 +78,31 @@ def sample_json(record: dict, prepared) -> str:
     return json.dumps(meta, sort_keys=True, ensure_ascii=False)
 
 
+def _prepare_one(data: bytes | FetchError, image_config) -> tuple:
+    """(prepared image or None, reject, detail) for one row's fetched bytes."""
+    reject = detail = prepared = None
+    if isinstance(data, FetchError):
+        reject, detail = data.reason, data.detail
+    else:
+        try:
+            prepared = prepare_image(data, image_config)
+        except ImageReject as exc:
+            reject, detail = exc.reason, exc.detail
+        except Exception as exc:  # a decoder bug must cost one row, not the job
+            reject, detail = "decode_error", f"{type(exc).__name__}: {exc}"[:200]
+    return prepared, reject, detail
+
+
 def _prepare_all(records: list[dict], config: IngestConfig) -> list[tuple]:
-    """(record, prepared image or None, reject, detail) per row, in row order."""
-    fetched = fetch_iter([(r["url"], r["fetch_path"], r["image"]) for r in records], config.fetch)
-    out = []
-    for record, data in zip(records, fetched, strict=True):
-        reject = detail = prepared = None
-        if isinstance(data, FetchError):
-            reject, detail = data.reason, data.detail
-        else:
-            try:
-                prepared = prepare_image(data, config.image)
-            except ImageReject as exc:
-                reject, detail = exc.reason, exc.detail
-            except Exception as exc:  # a decoder bug must cost one row, not the job
-                reject, detail = "decode_error", f"{type(exc).__name__}: {exc}"[:200]
-        out.append((record, prepared, reject, detail))
+    """(record, prepared image or None, reject, detail) per row, in row order.
+
+    Rows are decoded in the order their fetches complete, so one slow server never holds up
+    images that have already arrived; each row's result depends only on its own bytes, and the
+    list is put back in row order, so the output is the same whatever the completion order."""
+    refs = [(r["url"], r["fetch_path"], r["image"]) for r in records]
+    out: list[tuple | None] = [None] * len(records)
+    for i, data in fetch_completed(refs, config.fetch):
+        out[i] = (records[i], *_prepare_one(data, config.image))
     return out
 
 
