@@ -35,7 +35,9 @@ def test_zone_plates_through_ingest(tmp_path, lexicon_dir, ray_local, aliasing_b
         for fmt in ("JPEG", "PNG"):
             path = tmp_path / f"plate{side}.{fmt.lower()}"
             path.write_bytes(aliasing_bench.encoded(aliasing_bench.zone_plate(side), fmt))
-            rows.append({"key": f"p{side}{fmt.lower()}", "path": str(path), "tags": ["#AnalogClock"]})
+            rows.append(
+                {"key": f"p{side}{fmt.lower()}", "path": str(path), "tags": ["#AnalogClock"]}
+            )
     manifest = tmp_path / "plates.jsonl"
     manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
     config = IngestConfig(lexicon_dir=str(lexicon_dir), vocab="in1k")
