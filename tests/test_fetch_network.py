@@ -16,7 +16,7 @@ import pytest
 from hostile_http import GOOD, HostileServer
 from ingest_fixtures import encode, photo
 
-from pipeline import fetch as fetch_module
+from pipeline import http_session as fetch_module
 from pipeline import pass2
 from pipeline.fetch import FetchConfig, FetchError, Session, fetch_completed, fetch_iter, fetch_url
 from pipeline.images import ImageConfig
