@@ -16,6 +16,7 @@ import ssl
 import string
 import threading
 import time
+import urllib.request
 from urllib.parse import quote, urljoin, urlsplit
 
 from .fetch_config import DEFAULT_FETCH, USER_AGENT, FetchConfig, FetchError
@@ -249,9 +250,22 @@ class Session:
         self.timeout = config.timeout
         self.max_idle = max(1, config.per_host or config.threads)
         self.opened = 0  # connections opened, for tests and benchmarks
-        self._idle: dict[tuple[str, str, int], list[http.client.HTTPConnection]] = {}
+        # (scheme, host, port[, proxy host, proxy port]) -> idle connections
+        self._idle: dict[tuple, list[http.client.HTTPConnection]] = {}
         self._slots: dict[str, threading.BoundedSemaphore] = {}
         self._lock = threading.Lock()
+        self._proxies = urllib.request.getproxies()  # http_proxy, https_proxy, no_proxy
+
+    def proxy_for(self, scheme: str, host: str) -> tuple[str, int] | None:
+        """The (host, port) of the proxy the environment names for this URL, as urllib and
+        every other HTTP client honour it (`http_proxy`, `https_proxy`, `no_proxy`)."""
+        url = self._proxies.get(scheme)
+        if not url or urllib.request.proxy_bypass(host):
+            return None
+        parts = urlsplit(url if "://" in url else f"http://{url}")
+        if not parts.hostname:
+            return None
+        return parts.hostname, parts.port or 80
 
     def __enter__(self) -> Session:
         return self
@@ -317,6 +331,11 @@ class Session:
             raise FetchError("bad_url", f"no host in {url[:100]}")
         key = (parts.scheme, host, port or (443 if parts.scheme == "https" else 80))
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        proxy = self.proxy_for(parts.scheme, host)
+        if proxy is not None:
+            key = (*key, *proxy)
+            if parts.scheme == "http":  # a forward proxy takes the absolute URL
+                target = f"http://{parts.netloc}{target}"
         slot = self._slot(host)
         if slot is not None:
             if row.deadline is None:
@@ -331,7 +350,7 @@ class Session:
             if slot is not None:
                 slot.release()
 
-    def _checkout(self, key: tuple[str, str, int]) -> tuple[http.client.HTTPConnection, bool]:
+    def _checkout(self, key: tuple) -> tuple[http.client.HTTPConnection, bool]:
         while True:
             with self._lock:
                 idle = self._idle.get(key)
@@ -344,9 +363,14 @@ class Session:
         cls = _HttpsConnection if key[0] == "https" else _HttpConnection
         with self._lock:
             self.opened += 1
-        return cls(key[1], key[2], timeout=self.timeout), False
+        if len(key) == 3:
+            return cls(key[1], key[2], timeout=self.timeout), False
+        conn = cls(key[3], key[4], timeout=self.timeout)  # through the proxy
+        if key[0] == "https":
+            conn.set_tunnel(key[1], key[2])  # CONNECT; TLS and its checks end to end
+        return conn, False
 
-    def _checkin(self, key: tuple[str, str, int], conn: http.client.HTTPConnection) -> None:
+    def _checkin(self, key: tuple, conn: http.client.HTTPConnection) -> None:
         with self._lock:
             idle = self._idle.setdefault(key, [])
             if len(idle) < self.max_idle:
@@ -355,7 +379,7 @@ class Session:
         conn.close()
 
     def _exchange(
-        self, key: tuple[str, str, int], target: str, config: FetchConfig, deadline: float
+        self, key: tuple, target: str, config: FetchConfig, deadline: float
     ) -> bytes | _Redirect:
         """One request on a pooled or new connection; the connection goes back to the pool
         only when the response was read to its end, without error, within the deadline."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pyarrow as pa
@@ -267,3 +268,55 @@ def test_out_of_order_completion_writes_the_same_bytes(server, tmp_path, monkeyp
             assert decoded[0] == BODIES["/img/0"]
     assert outputs["in-order"] == outputs["out-of-order"]
     assert len(outputs["in-order"]) == 4  # three bucket parts and the row table
+
+
+class ForwardProxy:
+    """A loopback forward proxy: takes absolute-form GETs, fetches them itself, records them."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802
+                outer.seen.append(self.path)
+                opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+                body = opener.open(self.path, timeout=5).read()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_the_environments_proxy_is_used_and_no_proxy_bypasses_it(server, monkeypatch):
+    """`http_proxy` sends requests through the proxy in absolute form (as urllib, curl and
+    pip do); `no_proxy` naming the host goes direct."""
+    proxy = ForwardProxy()
+    try:
+        for name in ("no_proxy", "NO_PROXY", "HTTP_PROXY"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("http_proxy", proxy.url)
+        with Session(CONFIG) as session:
+            assert fetch_url(f"{server.url}/img/2", CONFIG, session) == BODIES["/img/2"]
+            assert fetch_url(f"{server.url}/img/3", CONFIG, session) == BODIES["/img/3"]
+        assert proxy.seen == [f"{server.url}/img/2", f"{server.url}/img/3"]
+        monkeypatch.setenv("no_proxy", "127.0.0.1")
+        with Session(CONFIG) as session:
+            assert fetch_url(f"{server.url}/img/4", CONFIG, session) == BODIES["/img/4"]
+        assert len(proxy.seen) == 2 and server.requests[-1][0] == "/img/4"
+    finally:
+        proxy.close()
