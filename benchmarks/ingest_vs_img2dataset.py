@@ -150,7 +150,8 @@ def jpeg_size(data: bytes) -> tuple[int, int]:
             continue
         length = int.from_bytes(data[i + 2 : i + 4], "big")
         if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            return int.from_bytes(data[i + 7 : i + 9], "big"), int.from_bytes(data[i + 5 : i + 7], "big")
+            height = int.from_bytes(data[i + 5 : i + 7], "big")
+            return int.from_bytes(data[i + 7 : i + 9], "big"), height
         i += 2 + length
     raise ValueError("no SOF marker")
 
@@ -163,8 +164,13 @@ def target_size(w: int, h: int) -> tuple[int, int]:
     return max(1, round(w * scale)), max(1, round(h * scale))
 
 
-def pillow_variants() -> dict[str, tuple[bool, object]]:
-    """name -> (antialiased, bytes -> JPEG bytes), Pillow single-threaded."""
+AA, NOT_AA, REFERENCE = "antialiased", "not antialiased", "weakly reference"
+
+
+def pillow_variants() -> dict[str, tuple[str, object]]:
+    """name -> (kind, bytes -> JPEG bytes), Pillow single-threaded. The reference row is
+    weakly's own per-image function (draft + bicubic + perceptual hash + encode): not a floor
+    candidate, it shows what weakly's per-image work costs before any pipeline overhead."""
     from PIL import Image
 
     R = Image.Resampling
@@ -201,26 +207,39 @@ def pillow_variants() -> dict[str, tuple[bool, object]]:
 
         return run
 
-    variants: dict[str, tuple[bool, object]] = {}
+    variants: dict[str, tuple[str, object]] = {}
     for name, f in filters.items():
-        variants[f"pillow {name}"] = (True, plain(f))
-        variants[f"pillow {name} reducing_gap=2"] = (True, plain(f, 2.0))
-        variants[f"pillow {name} reducing_gap=3"] = (True, plain(f, 3.0))
-        variants[f"pillow draft + {name}"] = (True, plain(f, draft=True))
-        variants[f"pillow reduce + {name}"] = (True, reduce_then(f))
-    variants["pillow nearest"] = (False, plain(R.NEAREST))
-    variants["pillow draft + nearest"] = (False, plain(R.NEAREST, draft=True))
+        variants[f"pillow {name}"] = (AA, plain(f))
+        variants[f"pillow {name} reducing_gap=2"] = (AA, plain(f, 2.0))
+        variants[f"pillow {name} reducing_gap=3"] = (AA, plain(f, 3.0))
+        variants[f"pillow draft + {name}"] = (AA, plain(f, draft=True))
+        variants[f"pillow reduce + {name}"] = (AA, reduce_then(f))
+    variants["pillow nearest"] = (NOT_AA, plain(R.NEAREST))
+    variants["pillow draft + nearest"] = (NOT_AA, plain(R.NEAREST, draft=True))
+    try:
+        from pipeline.images import ImageConfig, prepare_image
+    except ImportError:
+        return variants
+    config = ImageConfig(image_size=TARGET, quality=QUALITY, keep_small_jpeg=False)
+    variants["weakly prepare_image (+ phash)"] = (
+        REFERENCE,
+        lambda data: prepare_image(data, config).jpeg,
+    )
     return variants
 
 
-def opencv_variants() -> dict[str, tuple[bool, object]]:
-    """name -> (antialiased, bytes -> JPEG bytes), OpenCV single-threaded."""
+def opencv_variants() -> dict[str, tuple[str, object]]:
+    """name -> (kind, bytes -> JPEG bytes), OpenCV single-threaded."""
     import cv2
     import numpy as np
 
     cv2.setNumThreads(1)
     params = [int(cv2.IMWRITE_JPEG_QUALITY), QUALITY]
-    reduced = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
+    reduced = {
+        2: cv2.IMREAD_REDUCED_COLOR_2,
+        4: cv2.IMREAD_REDUCED_COLOR_4,
+        8: cv2.IMREAD_REDUCED_COLOR_8,
+    }
 
     def make(interpolation, use_reduced: bool):
         def run(data: bytes) -> bytes:
@@ -243,11 +262,11 @@ def opencv_variants() -> dict[str, tuple[bool, object]]:
         return run
 
     return {
-        "opencv INTER_AREA (img2dataset's)": (True, make(cv2.INTER_AREA, False)),
-        "opencv IMREAD_REDUCED + INTER_AREA": (True, make(cv2.INTER_AREA, True)),
-        "opencv INTER_LINEAR": (False, make(cv2.INTER_LINEAR, False)),
-        "opencv IMREAD_REDUCED + INTER_LINEAR": (False, make(cv2.INTER_LINEAR, True)),
-        "opencv INTER_NEAREST": (False, make(cv2.INTER_NEAREST, False)),
+        "opencv INTER_AREA (img2dataset's)": (AA, make(cv2.INTER_AREA, False)),
+        "opencv IMREAD_REDUCED + INTER_AREA": (AA, make(cv2.INTER_AREA, True)),
+        "opencv INTER_LINEAR": (NOT_AA, make(cv2.INTER_LINEAR, False)),
+        "opencv IMREAD_REDUCED + INTER_LINEAR": (NOT_AA, make(cv2.INTER_LINEAR, True)),
+        "opencv INTER_NEAREST": (NOT_AA, make(cv2.INTER_NEAREST, False)),
     }
 
 
@@ -288,7 +307,7 @@ def floor_main(list_file: str, library: str, repeats: int) -> None:
             {
                 "versions": versions,
                 "variants": [
-                    {"name": n, "antialiased": variants[n][0], "img_s": round(best[n], 2)}
+                    {"name": n, "kind": variants[n][0], "img_s": round(best[n], 2)}
                     for n in variants
                 ],
             }
@@ -300,10 +319,11 @@ def run_floor(files: list[Path], pythons: dict[str, str], repeats: int, scratch:
     """The floor variants of each library in its own interpreter, pinned to core 0."""
     list_file = scratch / "floor-files.txt"
     list_file.write_text("\n".join(str(p) for p in files) + "\n")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    env = {**tool_env(), "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
     variants, versions, notes = [], {}, []
     for library, python in pythons.items():
-        cmd = ["taskset", "-c", "0", python, __file__, "_floor", str(list_file), library, str(repeats)]
+        cmd = ["taskset", "-c", "0", python, __file__, "_floor", str(list_file), library,
+               str(repeats)]  # fmt: skip
         done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3600)
         if done.returncode != 0:
             raise RuntimeError(f"floor ({library}) failed:\n{done.stderr[-3000:]}")
@@ -313,7 +333,7 @@ def run_floor(files: list[Path], pythons: dict[str, str], repeats: int, scratch:
             continue
         variants += result["variants"]
         versions.update(result["versions"])
-    antialiased = [v for v in variants if v["antialiased"]]
+    antialiased = [v for v in variants if v["kind"] == AA]
     best = max(antialiased, key=lambda v: v["img_s"])
     return {"files": len(files), "variants": variants, "best": best, "versions": versions,
             "notes": notes}  # fmt: skip
@@ -360,7 +380,9 @@ def run_timed(cmd: list[str], log: Path, timeout: float, env: dict) -> float:
             rc = proc.wait(timeout)
         except subprocess.TimeoutExpired:
             stop(proc)
-            raise RuntimeError(f"timed out after {timeout:.0f} s: {shlex.join(cmd)} (log {log})")
+            raise RuntimeError(
+                f"timed out after {timeout:.0f} s: {shlex.join(cmd)} (log {log})"
+            ) from None
         seconds = time.perf_counter() - start
     # Ray or img2dataset helpers left in the group would eat the next run's cores.
     try:
@@ -402,6 +424,22 @@ def img2dataset_cmd(cli: str, urls: Path, out: Path, cores: int, shard_size: int
         "--extract_exif", "False", "--compute_hash", "None", "--enable_wandb", "False",
         "--retries", "0", "--timeout", "10",
     ]  # fmt: skip
+
+
+def output_sizes(out: Path, limit: int = 40) -> dict:
+    """Shorter sides of the first `limit` JPEGs in the first tar under `out`: checks that a tool
+    really wrote 256 px images."""
+    import tarfile
+
+    tars = sorted(out.rglob("*.tar"))
+    sides: list[int] = []
+    if tars:
+        with tarfile.open(tars[0]) as tar:
+            for member in tar:
+                if member.name.endswith((".jpg", ".jpeg")) and len(sides) < limit:
+                    sides.append(min(jpeg_size(tar.extractfile(member).read())))
+    at_target = sum(s == TARGET for s in sides)
+    return {"checked": len(sides), "shorter_side_at_target": at_target}
 
 
 def weakly_counts(out: Path) -> dict:
@@ -461,7 +499,9 @@ def corpus_stats(paths: list[Path]) -> dict:
     nbytes = sum(p.stat().st_size for p in paths)
     return {
         "images": len(paths),
-        "shorter_side_p5_p50_p95": [shorter[int(q * (len(shorter) - 1))] for q in (0.05, 0.5, 0.95)],
+        "shorter_side_p5_p50_p95": [
+            shorter[int(q * (len(shorter) - 1))] for q in (0.05, 0.5, 0.95)
+        ],
         "mean_kb": round(nbytes / len(paths) / 1000, 1),
     }
 
@@ -484,7 +524,9 @@ def bench_size(args, size: int, n: int, i2d_cli: str, pythons: dict, work: Path)
     corpus = make_corpus(work, size, n)
     import pyarrow.parquet as pq
 
-    paths = [Path(p) for p in pq.read_table(corpus / "syn" / "manifest.parquet")["path"].to_pylist()]
+    paths = [
+        Path(p) for p in pq.read_table(corpus / "syn" / "manifest.parquet")["path"].to_pylist()
+    ]
     stats = corpus_stats(paths)
     cores = f"0-{args.cores - 1}"
     # Same shard size for both; small enough that img2dataset (one process per shard) can use
@@ -510,9 +552,14 @@ def bench_size(args, size: int, n: int, i2d_cli: str, pythons: dict, work: Path)
                 print(f"  {size} px run {r + 1}/{args.repeats}: {tool} ...", end=" ", flush=True)
                 seconds = run_timed(cmd, runs_dir / f"{tool}-{r}.log", timeout, env)
                 counts = weakly_counts(out) if tool == "weakly" else img2dataset_counts(out)
+                counts["sizes"] = output_sizes(out)
                 rate = n / seconds
-                print(f"{seconds:.1f} s, {rate:.1f} img/s, wrote {counts['written']}/{n}", flush=True)
-                results[tool].append({"seconds": round(seconds, 3), "img_s": round(rate, 2), **counts})
+                print(
+                    f"{seconds:.1f} s, {rate:.1f} img/s, wrote {counts['written']}/{n}", flush=True
+                )
+                results[tool].append(
+                    {"seconds": round(seconds, 3), "img_s": round(rate, 2), **counts}
+                )
                 if not args.keep_outputs:
                     shutil.rmtree(out, ignore_errors=True)
                 if r == 0:
@@ -530,10 +577,13 @@ def bench_size(args, size: int, n: int, i2d_cli: str, pythons: dict, work: Path)
                     f"{tool} at {size} px handled {handled} of {n} (input {run['input']}, "
                     f"failures {run['failed_by_reason']})"
                 )
+            sizes = run["sizes"]  # planted eval near-copies may be under 256 px already
+            if sizes["checked"] == 0 or sizes["shorter_side_at_target"] < 0.8 * sizes["checked"]:
+                problems.append(f"{tool} at {size} px: shorter sides not {TARGET} px: {sizes}")
 
     floor_files = paths[: args.floor_n]
     print(f"  {size} px floor over {len(floor_files)} files ...", flush=True)
-    floor = run_floor(floor_files, pythons, args.repeats, runs_dir)
+    floor = run_floor(floor_files, pythons, max(3, args.repeats), runs_dir)
     best = {t: max(results[t], key=lambda x: x["img_s"]) for t in ("weakly", "img2dataset")}
     weakly_rate, i2d_rate = best["weakly"]["img_s"], best["img2dataset"]["img_s"]
     return {
@@ -562,6 +612,12 @@ def environment(cores: int, i2d_python: str) -> dict:
 
     import ray
 
+    where = subprocess.run(
+        [sys.executable, "-c", "import weakly; print(weakly.__file__)"],
+        capture_output=True, text=True, env=tool_env(), cwd=REPO,
+    ).stdout.strip()  # fmt: skip
+    if not where.startswith(str(REPO)):
+        raise SystemExit(f"the tool runs would import weakly from {where!r}, not from {REPO}")
     model = next((line.split(":", 1)[1].strip() for line in out(["lscpu"]).splitlines()
                   if line.startswith("Model name")), platform.processor())  # fmt: skip
     return {
@@ -599,17 +655,21 @@ def markdown(results: list[dict], env: dict, command: str, repeats: int) -> str:
             f"| {r['floor']['best']['img_s']:.1f} ({r['floor']['best']['name']}) "
             f"| {r['weakly_per_core_over_floor']:.2f} |"
         )
-    lines += ["", "Floor variants, img/s on one core (decode + downscale to 256 + JPEG q90 encode):", ""]
+    lines += [
+        "",
+        "Floor variants, img/s on one core (decode + downscale to 256 + JPEG q90 encode):",
+        "",
+    ]
     names = [v["name"] for v in results[0]["floor"]["variants"]]
-    lines.append("| variant | antialiased | " + " | ".join(f"~{r['size']} px" for r in results) + " |")
+    lines.append("| variant | kind | " + " | ".join(f"~{r['size']} px" for r in results) + " |")
     lines.append("| --- | --- | " + " | ".join("---:" for _ in results) + " |")
     for name in names:
         cells = []
         for r in results:
             v = next((v for v in r["floor"]["variants"] if v["name"] == name), None)
             cells.append(f"{v['img_s']:.1f}" if v else "")
-        aa = next(v["antialiased"] for v in results[0]["floor"]["variants"] if v["name"] == name)
-        lines.append(f"| {name} | {'yes' if aa else 'no'} | " + " | ".join(cells) + " |")
+        kind = next(v["kind"] for v in results[0]["floor"]["variants"] if v["name"] == name)
+        lines.append(f"| {name} | {kind} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -655,8 +715,10 @@ def main() -> None:
     print(table)
     if args.json:
         Path(args.json).write_text(
-            json.dumps({"environment": env, "command": command, "results": results,
-                        "markdown": table}, indent=1)  # fmt: skip
+            json.dumps(
+                {"environment": env, "command": command, "results": results, "markdown": table},
+                indent=1,
+            )  # fmt: skip
         )
     problems = [p for r in results for p in r["problems"]]
     if problems:
