@@ -53,7 +53,11 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-IMG2DATASET_VERSION = "1.47.0"  # installed and run here 2026-12 with Python 3.11, no extra pins
+# Installed and run here (2026-12, Python 3.11) with no extra pins; pip resolved, among others,
+# opencv-python-headless 4.14.0.94, albumentations 1.4.24, numpy 2.4.6, pyarrow 26.0.1 and the
+# `dataclasses` 0.6 backport (harmless: the standard library's module shadows it). The results
+# JSON records the venv's full `pip freeze`.
+IMG2DATASET_VERSION = "1.47.0"
 I2D_VENV = REPO / ".cache" / "img2dataset-venv"
 TARGET = 256
 QUALITY = 90
@@ -361,7 +365,7 @@ def ensure_img2dataset(binary: str | None) -> tuple[str, str]:
     if version != IMG2DATASET_VERSION:
         print(f"installing img2dataset=={IMG2DATASET_VERSION} into {I2D_VENV} ...", flush=True)
         if not python.exists():
-            subprocess.run(["python3", "-m", "venv", str(I2D_VENV)], check=True)
+            subprocess.run([sys.executable, "-m", "venv", str(I2D_VENV)], check=True)
         subprocess.run(
             [str(python), "-m", "pip", "install", "-q", f"img2dataset=={IMG2DATASET_VERSION}"],
             check=True,
@@ -378,8 +382,10 @@ def run_timed(cmd: list[str], log: Path, timeout: float, env: dict) -> float:
         )
         try:
             rc = proc.wait(timeout)
-        except subprocess.TimeoutExpired:
+        except BaseException as exc:  # a timeout, or ^C: the tool is in its own session
             stop(proc)
+            if not isinstance(exc, subprocess.TimeoutExpired):
+                raise
             raise RuntimeError(
                 f"timed out after {timeout:.0f} s: {shlex.join(cmd)} (log {log})"
             ) from None
@@ -629,6 +635,7 @@ def environment(cores: int, i2d_python: str) -> dict:
         "ray": ray.__version__,
         "img2dataset": out([i2d_python, "-c", "import importlib.metadata as m; print(m.version('img2dataset'))"]),
         "load_average_start": os.getloadavg(),
+        "img2dataset_venv": out([i2d_python, "-m", "pip", "freeze"]).splitlines(),
     }  # fmt: skip
 
 
