@@ -26,7 +26,9 @@ them, on the same machine, and are timed the same way. So:
 
 Corpora are `weakly.synth` crops of the photos bundled with scikit-image/scikit-learn at two
 sizes (shorter side ~500 px and ~1,500 px; synth's min/max px bound the longer side), cached
-in `--work` between runs.
+in `--work` between runs. About half the ~500 px images have a shorter side >= 512, the ones
+where a 1/2-scale JPEG decode (Pillow `draft`, OpenCV `IMREAD_REDUCED_COLOR_2`) still covers
+256 px; the floor and weakly both gain from those, img2dataset (full decode) does not.
 
     PYTHONPATH=. python benchmarks/ingest_vs_img2dataset.py [--n 20000] [--n-large 2000]
         [--cores 2] [--repeats 3] [--sizes 500,1500] [--work DIR] [--json OUT]
