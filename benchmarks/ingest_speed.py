@@ -1,22 +1,21 @@
-"""End-to-end ingest speed per core against the bare floor, and optionally img2dataset.
+"""End-to-end ingest speed per core against the bare floor.
 
 Floor: a plain loop over the same files doing one Pillow decode + resize (shorter side 256) +
 JPEG encode per image, in this process, on one core. weakly: `ingest()` on a local Ray with
 `num_cpus=1` (Ray started before the clock), doing on top of that canonicalisation, pass-1
 counting, weights, perceptual hashing, eval dedup against a 20-image index and shard writing.
 Sources: local files, and the same files from a loopback HTTP server.
-img2dataset (if `--img2dataset BIN` points at its CLI, installed in another venv so its pins do
-not touch ours) runs on the same URL list with 1 process x 16 threads and the same resize.
+The comparison with img2dataset that used to live here (in-process Ray started before the
+clock, img2dataset on 1 process) is replaced by benchmarks/ingest_vs_img2dataset.py, which
+times both tools as whole commands on the same pinned cores, and a wider floor.
 
-    python benchmarks/ingest_speed.py [--n 300] [--img2dataset /path/to/venv/bin/img2dataset]
+    python benchmarks/ingest_speed.py [--n 300]
 """
 
 from __future__ import annotations
 
 import argparse
 import io
-import os
-import subprocess
 import tempfile
 import threading
 import time
@@ -70,25 +69,9 @@ def weakly_rate(manifest: Path, out: Path, index: Path, lexicon_dir: str | None)
     return summary.input_rows / (time.perf_counter() - start)
 
 
-def img2dataset_rate(binary: str, urls: list[str], work: Path) -> float:
-    url_file = work / "urls.txt"
-    url_file.write_text("\n".join(urls) + "\n")
-    out = work / "i2d"
-    start = time.perf_counter()
-    subprocess.run(
-        [binary, "--url_list", str(url_file), "--output_folder", str(out), "--processes_count", "1",
-         "--thread_count", "16", "--image_size", "256", "--resize_mode", "keep_ratio",
-         "--resize_only_if_bigger", "True", "--output_format", "webdataset", "--encode_quality", "90",
-         "--disable_all_reencoding", "False", "--enable_wandb", "False"],
-        check=True, capture_output=True, env={**os.environ, "no_proxy": "127.0.0.1"},
-    )  # fmt: skip
-    return len(urls) / (time.perf_counter() - start)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=300)
-    parser.add_argument("--img2dataset", help="path to an img2dataset CLI in another venv")
     parser.add_argument("--lexicon-dir")
     args = parser.parse_args()
 
@@ -117,7 +100,6 @@ def main() -> None:
                 url_manifest,
             )
             http = weakly_rate(url_manifest, data / "out-http", index, args.lexicon_dir)
-            i2d = img2dataset_rate(args.img2dataset, urls, data) if args.img2dataset else None
             server.shutdown()
 
             print(f"{label}: {args.n} JPEGs, one core")
@@ -128,10 +110,6 @@ def main() -> None:
             print(
                 f"  weakly ingest, loopback HTTP:           {http:7.1f} img/s  ratio {http / floor:.2f}"
             )
-            if i2d:
-                print(
-                    f"  img2dataset, loopback HTTP, 1x16:       {i2d:7.1f} img/s  weakly/img2dataset {http / i2d:.2f}"
-                )
 
 
 if __name__ == "__main__":
