@@ -22,7 +22,10 @@ them, on the same machine, and are timed the same way. So:
 - The floor: the fastest single-thread decode + antialiased downscale to 256 px shorter side +
   JPEG q90 encode found per core on the same files read from disk (Pillow variants in this
   interpreter, OpenCV variants in the img2dataset venv, which ships opencv-python-headless).
-  Non-antialiased shortcuts are timed and listed but never count as the floor.
+  Non-antialiased shortcuts are timed and listed but never count as the floor, and neither
+  does a variant whose output of 600 and 2048 px zone plates keeps aliasing above 10 (of
+  127.5; benchmarks/aliasing.py): a box or area filter after a DCT-scaled decode is fast
+  precisely because it skips the antialiasing.
 
 Corpora are `weakly.synth` crops of the photos bundled with scikit-image/scikit-learn at two
 sizes (shorter side ~500 px and ~1,500 px; synth's min/max px bound the longer side), cached
@@ -276,9 +279,11 @@ def opencv_variants() -> dict[str, tuple[str, object]]:
     }
 
 
-def floor_main(list_file: str, library: str, repeats: int) -> None:
+def floor_main(list_file: str, library: str, repeats: int, plates_dir: str = "") -> None:
     """Time each variant of `library` over the listed files (read from disk in the loop), best
-    of `repeats` passes, variants interleaved; print one JSON object."""
+    of `repeats` passes, variants interleaved; print one JSON object. Each variant's output for
+    every zone plate in `plates_dir` (`plate-{side}.jpg`) is written beside it as
+    `out-{library}-{variant number}-{side}.jpg`, for the parent to measure aliasing."""
     files = [Path(p) for p in Path(list_file).read_text().split("\n") if p]
     try:
         variants = pillow_variants() if library == "pillow" else opencv_variants()
@@ -301,6 +306,12 @@ def floor_main(list_file: str, library: str, repeats: int) -> None:
         want = target_size(*jpeg_size(data))
         if got != want:
             raise SystemExit(f"floor variant {name!r} wrote {got}, expected {want}")
+    if plates_dir:
+        for number, (_, fn) in enumerate(variants.values()):
+            for plate in sorted(Path(plates_dir).glob("plate-*.jpg")):
+                side = plate.stem.split("-")[1]
+                out = Path(plates_dir) / f"out-{library}-{number}-{side}.jpg"
+                out.write_bytes(fn(plate.read_bytes()))
     best: dict[str, float] = {name: 0.0 for name in variants}
     for _ in range(repeats):
         for name, (_, fn) in variants.items():
@@ -313,23 +324,46 @@ def floor_main(list_file: str, library: str, repeats: int) -> None:
             {
                 "versions": versions,
                 "variants": [
-                    {"name": n, "kind": variants[n][0], "img_s": round(best[n], 2)}
-                    for n in variants
+                    {"name": n, "kind": variants[n][0], "img_s": round(best[n], 2), "number": i}
+                    for i, n in enumerate(variants)
                 ],
             }
         )
     )
 
 
+ALIASING_LIMIT = 10.0  # issue 17: zone plates to 256 px must leave at most this (of 127.5)
+PLATES = (600, 2048)
+
+
+def _aliasing_tools():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import aliasing  # benchmarks/aliasing.py: the zone plate and the measure
+
+    return aliasing
+
+
 def run_floor(files: list[Path], pythons: dict[str, str], repeats: int, scratch: Path) -> dict:
-    """The floor variants of each library in its own interpreter, pinned to core 0."""
+    """The floor variants of each library in its own interpreter, pinned to core 0. A variant
+    counts for the floor only when it is antialiased and its output of 600 and 2048 px zone
+    plates (stored as JPEG q95, like a photo) leaves aliasing <= ALIASING_LIMIT: a box or area
+    filter after a DCT-scaled decode is fast because it skips exactly that."""
     list_file = scratch / "floor-files.txt"
     list_file.write_text("\n".join(str(p) for p in files) + "\n")
+    from PIL import Image
+
+    aliasing = _aliasing_tools()
+    plates_dir = scratch / "plates"
+    plates_dir.mkdir(exist_ok=True)
+    for side in PLATES:
+        (plates_dir / f"plate-{side}.jpg").write_bytes(
+            aliasing.encoded(aliasing.zone_plate(side), "JPEG")
+        )
     env = {**tool_env(), "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
     variants, versions, notes = [], {}, []
     for library, python in pythons.items():
         cmd = ["taskset", "-c", "0", python, __file__, "_floor", str(list_file), library,
-               str(repeats)]  # fmt: skip
+               str(repeats), str(plates_dir)]  # fmt: skip
         done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3600)
         if done.returncode != 0:
             raise RuntimeError(f"floor ({library}) failed:\n{done.stderr[-3000:]}")
@@ -337,9 +371,21 @@ def run_floor(files: list[Path], pythons: dict[str, str], repeats: int, scratch:
         if "unavailable" in result:
             notes.append(result["unavailable"])
             continue
+        for v in result["variants"]:
+            v["aliasing"] = {
+                side: round(
+                    aliasing.aliasing(
+                        Image.open(plates_dir / f"out-{library}-{v['number']}-{side}.jpg"), side
+                    ),
+                    2,
+                )
+                for side in PLATES
+            }
         variants += result["variants"]
         versions.update(result["versions"])
-    antialiased = [v for v in variants if v["kind"] == AA]
+    antialiased = [
+        v for v in variants if v["kind"] == AA and max(v["aliasing"].values()) <= ALIASING_LIMIT
+    ]
     best = max(antialiased, key=lambda v: v["img_s"])
     return {"files": len(files), "variants": variants, "best": best, "versions": versions,
             "notes": notes}  # fmt: skip
@@ -666,19 +712,26 @@ def markdown(results: list[dict], env: dict, command: str, repeats: int) -> str:
         )
     lines += [
         "",
-        "Floor variants, img/s on one core (decode + downscale to 256 + JPEG q90 encode):",
+        "Floor variants, img/s on one core (decode + downscale to 256 + JPEG q90 encode), and",
+        "zone-plate aliasing of their output (600 / 2048 px plates stored as JPEG q95; the floor",
+        f"counts only antialiased variants at <= {ALIASING_LIMIT:g} on both, benchmarks/aliasing.py):",
         "",
     ]
     names = [v["name"] for v in results[0]["floor"]["variants"]]
-    lines.append("| variant | kind | " + " | ".join(f"~{r['size']} px" for r in results) + " |")
-    lines.append("| --- | --- | " + " | ".join("---:" for _ in results) + " |")
+    lines.append(
+        "| variant | kind | aliasing 600 / 2048 | "
+        + " | ".join(f"~{r['size']} px" for r in results)
+        + " |"
+    )
+    lines.append("| --- | --- | --- | " + " | ".join("---:" for _ in results) + " |")
     for name in names:
         cells = []
         for r in results:
             v = next((v for v in r["floor"]["variants"] if v["name"] == name), None)
             cells.append(f"{v['img_s']:.1f}" if v else "")
-        kind = next(v["kind"] for v in results[0]["floor"]["variants"] if v["name"] == name)
-        lines.append(f"| {name} | {kind} | " + " | ".join(cells) + " |")
+        first = next(v for v in results[0]["floor"]["variants"] if v["name"] == name)
+        alias = " / ".join(f"{first['aliasing'][side]:.1f}" for side in PLATES)
+        lines.append(f"| {name} | {first['kind']} | {alias} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -686,7 +739,7 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "_serve":
         return serve_main(sys.argv[2])
     if len(sys.argv) > 1 and sys.argv[1] == "_floor":
-        return floor_main(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+        return floor_main(sys.argv[2], sys.argv[3], int(sys.argv[4]), *sys.argv[5:6])
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=20000, help="images per corpus under 1,000 px")
