@@ -190,12 +190,12 @@ def pillow_variants() -> dict[str, tuple[str, object]]:
         img.save(out, "JPEG", quality=QUALITY)
         return out.getvalue()
 
-    def plain(resample, gap=None, draft=False):
+    def plain(resample, gap=None, draft=False, margin=1.0):
         def run(data: bytes) -> bytes:
             img = Image.open(io.BytesIO(data))
             size = target_size(*img.size)
-            if draft and size != img.size:
-                img.draft("RGB", size)  # DCT scaling: never below the requested size
+            if draft and size != img.size:  # DCT scaling: never below the requested size
+                img.draft("RGB", (round(size[0] * margin), round(size[1] * margin)))
             img = img.convert("RGB")
             if size != img.size:
                 img = img.resize(size, resample, reducing_gap=gap)
@@ -222,6 +222,7 @@ def pillow_variants() -> dict[str, tuple[str, object]]:
         variants[f"pillow {name} reducing_gap=2"] = (AA, plain(f, 2.0))
         variants[f"pillow {name} reducing_gap=3"] = (AA, plain(f, 3.0))
         variants[f"pillow draft + {name}"] = (AA, plain(f, draft=True))
+        variants[f"pillow draft to 2x + {name}"] = (AA, plain(f, draft=True, margin=2.0))
         variants[f"pillow reduce + {name}"] = (AA, reduce_then(f))
     variants["pillow nearest"] = (NOT_AA, plain(R.NEAREST))
     variants["pillow draft + nearest"] = (NOT_AA, plain(R.NEAREST, draft=True))
