@@ -68,6 +68,12 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args) -> None:  # keep test output clean
         pass
 
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the fetcher gave up on this row (a deadline, a byte cap): its choice
+
     def _send(
         self, code: int, body: bytes, ctype: str = "image/jpeg", length: int | None = None
     ) -> None:
@@ -75,10 +81,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body) if length is None else length))
         self.end_headers()
-        try:
-            self.wfile.write(body)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the fetcher gave up on this row (a deadline, a byte cap): its choice
+        self.wfile.write(body)
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         path = self.path
