@@ -6,8 +6,9 @@ fade to flat grey. A JPEG is decoded at the smallest libjpeg DCT scale (Pillow's
 still leaves at least twice the target size, then resized with Pillow's antialiased bilinear
 filter. Decoding straight to the target size is faster but the DCT scaling is a block average,
 which aliases (a 600 px zone plate keeps grey-level std 14 of 127.5 where it should be flat;
-2x leaves 4); bicubic costs more and aliases no less at these ratios. The decoded image is
-oriented by EXIF, validated, hashed from the reduced pixels, and encoded once.
+2x leaves 4); bicubic costs ~1.3x more per image for a little less aliasing (3.7 vs 4.4).
+The decoded image is oriented by EXIF, validated, hashed from the reduced pixels, and encoded
+once.
 """
 
 from __future__ import annotations
