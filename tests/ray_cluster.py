@@ -17,19 +17,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import ExitStack, closing
+from contextlib import closing
 from pathlib import Path
 
+from ports import free_ports
+
 RAY = str(Path(sys.executable).with_name("ray"))
-
-
-def free_ports(n: int) -> list[int]:
-    """n distinct ports that were free a moment ago (all held open together, then released)."""
-    with ExitStack() as stack:
-        socks = [stack.enter_context(closing(socket.socket())) for _ in range(n)]
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
 
 
 class LocalCluster:

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-from contextlib import closing
 from pathlib import Path
+
+from ports import free_ports
 
 from train.checkpoint import load_checkpoint
 from weakly.fixtures import build_fixture
@@ -18,17 +18,11 @@ from weakly.fixtures import build_fixture
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _free_port() -> int:
-    with closing(socket.socket()) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_torchrun_nodes_end_with_identical_parameters(tmp_path):
     data = build_fixture(tmp_path / "ds", samples=60, seed=3)
     out = tmp_path / "run"  # one folder for both nodes, as on a shared filesystem
     torchrun = str(Path(sys.executable).with_name("torchrun"))
-    endpoint = f"127.0.0.1:{_free_port()}"
+    endpoint = f"127.0.0.1:{free_ports(1)[0]}"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(name, None)
