@@ -21,6 +21,7 @@ with that included (benchmarks/dedup_quality.py, BENCHMARKS.md).
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import threading
@@ -310,9 +311,22 @@ class EvalIndex:
         os.replace(tmp, path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, *, check_version: bool = True) -> EvalIndex:
+    def load(
+        cls,
+        path: str | os.PathLike,
+        *,
+        check_version: bool = True,
+        storage_options: dict | None = None,
+    ) -> EvalIndex:
+        """Read an index from a file or any fsspec URL (one object, read whole)."""
         try:
-            z = np.load(path, allow_pickle=False)
+            if "://" in str(path):
+                import fsspec
+
+                with fsspec.open(str(path), "rb", **(storage_options or {})) as handle:
+                    z = np.load(io.BytesIO(handle.read()), allow_pickle=False)
+            else:
+                z = np.load(path, allow_pickle=False)
             meta = json.loads(str(z["meta"]))
         except FileNotFoundError:
             raise FileNotFoundError(f"eval index not found: {path}") from None

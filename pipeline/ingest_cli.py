@@ -5,13 +5,25 @@ flags given on the command line win (weakly_base/config.py)."""
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+import json
+
+from weakly_base.storage import normalise_url
 
 from .fetch import FetchConfig
 from .images import RESIZE_MODES, ImageConfig
-from .ingest import IngestConfig, RunOptions, ingest
+from .ingest import IngestConfig, RunOptions, ingest, plan
 from .manifest import Columns
 from .weights import REDUCERS, SCHEMES, WeightConfig
+
+
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text) if isinstance(text, str) else text
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object, e.g. '{\"anon\": false}'")
+    return value
 
 
 def _positive_int(text: str) -> int:
@@ -80,6 +92,21 @@ def _add_ingest_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--num-cpus", type=int, help="CPUs for the local Ray (default: all)")
     p.add_argument("--overwrite", action="store_true", help="delete OUT and start over")
+    p.add_argument(
+        "--plan-only",
+        action="store_true",
+        help="stop after pass 1: write plan.json (vocabulary, counts, weighting, rejects) and "
+        "index/report.png to OUT, fetch no image; a later run without the flag reuses the plan",
+    )
+    p.add_argument(
+        "--storage-options",
+        type=_json_object,
+        default={},
+        metavar="JSON",
+        help="fsspec options for --out, --eval-index and manifests, e.g. "
+        '\'{"anon": false, "client_kwargs": {"region_name": "eu-west-1"}}\' (endpoint and '
+        "credentials also come the standard way: AWS_ENDPOINT_URL, AWS_PROFILE, ...)",
+    )
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -119,7 +146,7 @@ def config_from_args(args: argparse.Namespace) -> IngestConfig:
         label_noise=args.label_noise,
         holdout=args.holdout,
         seed=args.seed,
-        eval_index=str(Path(args.eval_index).resolve()) if args.eval_index else None,
+        eval_index=normalise_url(args.eval_index) if args.eval_index else None,
         radius=args.radius,
         lexicon_dir=args.lexicon_dir,
     )
@@ -139,7 +166,11 @@ def _run_ingest(args: argparse.Namespace) -> int:
         num_cpus=args.num_cpus,
         overwrite=args.overwrite,
         progress=not args.no_progress,
+        storage_options=args.storage_options,
     )
+    if args.plan_only:
+        print(plan(list(args.manifests), args.out, config, options).table())
+        return 0
     summary = ingest(list(args.manifests), args.out, config, options)
     print(summary.table())
     return 0

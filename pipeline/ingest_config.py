@@ -55,3 +55,9 @@ class RunOptions:
     num_cpus: int | None = None
     overwrite: bool = False
     progress: bool = True
+    # fsspec options for --out, --eval-index and manifests (endpoint, credentials, ...); never
+    # saved in the output, since they may hold secrets.
+    storage_options: dict = field(default_factory=dict)
+    # Reduce tasks for the duplicate-key search; None: one per ~128 MiB of manifests. The
+    # output does not depend on it.
+    key_partitions: int | None = None

@@ -71,11 +71,11 @@ def _strip_compression(name: str) -> str:
     return name[:-3] if name.endswith(".gz") else name
 
 
-def list_manifest_files(inputs: Iterable[str]) -> list[str]:
+def list_manifest_files(inputs: Iterable[str], storage_options: dict | None = None) -> list[str]:
     """Expand folders and globs into manifest files, sorted so the job order is stable."""
     files: list[str] = []
     for item in inputs:
-        fs, root = fsspec.core.url_to_fs(item)
+        fs, root = fsspec.core.url_to_fs(item, **(storage_options or {}))
         protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
         prefix = "" if protocol in ("file", "local") else f"{protocol}://"
         if fs.isdir(root):
@@ -92,8 +92,8 @@ def list_manifest_files(inputs: Iterable[str]) -> list[str]:
     return files
 
 
-def _read_bytes(url: str) -> bytes:
-    with fsspec.open(url, "rb") as handle:
+def _read_bytes(url: str, storage_options: dict | None = None) -> bytes:
+    with fsspec.open(url, "rb", **(storage_options or {})) as handle:
         data = handle.read()
     if url.endswith(".gz"):
         try:
@@ -342,10 +342,12 @@ def _columnar_jsonl(url: str, data: bytes, columns: Columns) -> pa.Table | None:
     return _columnar_to_rows(url, table, columns)
 
 
-def read_manifest(url: str, columns: Columns = Columns()) -> pa.Table:
+def read_manifest(
+    url: str, columns: Columns = Columns(), storage_options: dict | None = None
+) -> pa.Table:
     """One manifest file as rows in `ROWS_SCHEMA`, in file order."""
     name = _strip_compression(url.lower())
-    data = _read_bytes(url)
+    data = _read_bytes(url, storage_options)
     if name.endswith(".parquet"):
         try:
             table = pq.read_table(io.BytesIO(data))

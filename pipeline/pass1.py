@@ -164,11 +164,13 @@ def canonicalise_rows(table: pa.Table, lexicon) -> pa.Table:
     )
 
 
-def pass1_file(url: str, columns: Columns, lexicon) -> pa.Table:
+def pass1_file(
+    url: str, columns: Columns, lexicon, storage_options: dict | None = None
+) -> pa.Table:
     """Pass 1 for one manifest file. A file that cannot be read at all becomes one rejected
     row (`row` = -1) naming the file and what is wrong, and the job goes on."""
     try:
-        table = read_manifest(url, columns)
+        table = read_manifest(url, columns, storage_options)
     except ManifestError as exc:
         table = pa.table({"source": [url], "row": [-1], "row_error": [f"bad_manifest: {exc}"]})
         table = pa.table(
@@ -294,16 +296,37 @@ def _reject_duplicates(rows: pa.Table, key_column: pa.Array, rejects: pa.Array, 
     )
 
 
-def _cut_to_vocabulary(
-    rows: pa.Table, rejects: pa.Array, live, config: PlanConfig, lexicon
-) -> tuple[tuple[str, ...], pa.Array, pa.Array]:
-    """(vocabulary, every row's labels cut to it, rejects): a live row left without a label is
-    rejected as out of vocabulary; `live` is updated in place. For top:K, the vocabulary is the
-    K synsets the live rows name most."""
+def choose_vocabulary(seen: dict[str, int], vocab: str, lexicon) -> tuple[str, ...]:
+    """The sorted vocabulary: fixed for in1k and nouns; for top:K the K synsets the live rows
+    name most (`seen`: images per synset among rows that go on, before the cut)."""
     from wordnet_tools import top_k_vocabulary
 
-    n = rows.num_rows
-    parents, flat = _list_parts(rows["wnids"].combine_chunks())
+    if vocab in ("in1k", "nouns"):
+        return tuple(sorted(lexicon.vocabulary))
+    return tuple(
+        top_k_vocabulary({w: c for w, c in seen.items() if c}, int(vocab.split(":", 1)[1]))
+    )
+
+
+def seen_counts(wnid_lists: pa.Array, live: np.ndarray) -> dict[str, int]:
+    """Images per synset among the live rows' (uncut) labels."""
+    parents, flat = _list_parts(wnid_lists)
+    if len(flat) == 0:
+        return {}
+    encoded = pc.dictionary_encode(flat)
+    codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    seen = np.bincount(codes[live[parents]], minlength=len(encoded.dictionary))
+    names = encoded.dictionary.to_pylist()
+    return {w: int(c) for w, c in zip(names, seen.tolist(), strict=True) if c}
+
+
+def cut_to_vocabulary(
+    wnid_lists: pa.Array, rejects: pa.Array, live, vocabulary: tuple[str, ...], vocab_name: str
+) -> tuple[pa.Array, pa.Array]:
+    """(every row's labels cut to the vocabulary, rejects): a live row left without a label is
+    rejected as out of vocabulary; `live` is updated in place."""
+    n = len(wnid_lists)
+    parents, flat = _list_parts(wnid_lists)
     encoded = pc.dictionary_encode(flat) if len(flat) else None
     names = encoded.dictionary.to_pylist() if encoded is not None else []
     codes = (
@@ -312,12 +335,6 @@ def _cut_to_vocabulary(
         else np.zeros(0, np.int64)
     )
     on = live[parents] if len(parents) else np.zeros(0, bool)
-    if config.vocab in ("in1k", "nouns"):
-        vocabulary = tuple(sorted(lexicon.vocabulary))
-    else:
-        seen = np.bincount(codes[on], minlength=len(names))
-        seen_counts = {w: int(c) for w, c in zip(names, seen.tolist(), strict=True) if c}
-        vocabulary = top_k_vocabulary(seen_counts, int(config.vocab.split(":", 1)[1]))
     # Re-code into sorted vocabulary order; labels outside the vocabulary get -1 and drop out.
     code_in_vocab = {w: i for i, w in enumerate(vocabulary)}
     recode = np.array([code_in_vocab.get(w, -1) for w in names] + [-1], dtype=np.int64)
@@ -328,23 +345,23 @@ def _cut_to_vocabulary(
     rejects = _scatter(
         rejects,
         outside,
-        [f"out_of_vocabulary: no tag's synset is in {config.vocab}"] * len(outside),
+        [f"out_of_vocabulary: no tag's synset is in {vocab_name}"] * len(outside),
     )
     live &= has_label
     vocab_names = pa.array(vocabulary, pa.string())
-    return vocabulary, _lists_from_pairs(parents[keep], vcodes[keep], vocab_names, n), rejects
+    return _lists_from_pairs(parents[keep], vcodes[keep], vocab_names, n), rejects
 
 
-def _noisy_labels(wnid_lists: pa.Array, key_column: pa.Array, live, config: PlanConfig):
-    """The live rows' labels with `config.label_noise` applied (apply_label_noise)."""
+def noisy_labels(wnid_lists: pa.Array, key_column: pa.Array, live, marginal: Counter, config):
+    """The live rows' labels with `config.label_noise` applied (apply_label_noise), drawing
+    replacements from `marginal` (images per synset over every live row of the job)."""
     live_idx = np.flatnonzero(live)
     wnids = wnid_lists.to_pylist()
     keys = key_column.to_pylist()
-    counter = Counter(w for i in live_idx.tolist() for w in wnids[i])
     noisy = apply_label_noise(
         [wnids[i] for i in live_idx.tolist()],
         [keys[i] for i in live_idx.tolist()],
-        counter,
+        marginal,
         config.label_noise,
         config.seed,
     )
@@ -353,25 +370,55 @@ def _noisy_labels(wnid_lists: pa.Array, key_column: pa.Array, live, config: Plan
     return pa.array(wnids, pa.list_(pa.string()))
 
 
+def weight_reference(counts: np.ndarray, config: WeightConfig) -> float:
+    """The largest weight any image can have, from the synset counts alone: the reference that
+    weight buckets are cut from. Exact for `reduce=max` (the rarest synset has the largest
+    weight, and an image with it is rare if any is); an upper bound for `mean`. A job that
+    holds no rows can therefore assign buckets in its tasks."""
+    counts = np.asarray(counts)
+    used = counts > 0
+    if not used.any():
+        return 1.0
+    top = float(synset_weight_array(counts, config)[used].max())
+    if config.scheme == "inv-sqrt" and (counts[used] < config.rare_threshold).any():
+        top *= config.rare_upsample
+    return top
+
+
+def buckets_of(weights: np.ndarray, reference: float) -> np.ndarray:
+    """Weight bucket of each weight (-1 where the weight is 0: a rejected row)."""
+    distinct, inverse = np.unique(weights, return_inverse=True)
+    bucket_of = np.array(
+        [weight_bucket(float(w), reference) if w > 0 else -1 for w in distinct], np.int64
+    )
+    return bucket_of[inverse] if len(distinct) else np.zeros(0, np.int64)
+
+
+def label_codes(wnid_lists: pa.Array, vocabulary: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """(row, vocabulary code) pairs of every label, sorted by row then code."""
+    parents, flat = _list_parts(wnid_lists)
+    vocab_names = pa.array(vocabulary, pa.string())
+    codes = pc.index_in(flat, value_set=vocab_names).to_numpy(zero_copy_only=False)
+    return parents, codes.astype(np.int64)
+
+
+def image_weights(pair_rows, pair_codes, counts, n: int, config: WeightConfig) -> np.ndarray:
+    """Per-row weight from the job's synset counts (pipeline/weights.py's law)."""
+    return _image_weights(pair_rows, pair_codes, np.asarray(counts), n, config)
+
+
 def _weights_and_buckets(
     wnid_lists: pa.Array, live, vocabulary: tuple[str, ...], config: PlanConfig
 ) -> tuple[Counter, np.ndarray, np.ndarray]:
     """(f(s) per synset, weight per row, weight bucket per row) over the live rows' labels."""
     n = len(live)
-    # Counts and weights over the live rows' (row, code) pairs, sorted by row then code.
-    parents, flat = _list_parts(wnid_lists)
+    parents, codes = label_codes(wnid_lists, vocabulary)
     on = live[parents] if len(parents) else np.zeros(0, bool)
-    vocab_names = pa.array(vocabulary, pa.string())
-    recode_final = pc.index_in(flat, value_set=vocab_names).to_numpy(zero_copy_only=False)
-    pair_rows, pair_codes = parents[on], recode_final[on].astype(np.int64)
+    pair_rows, pair_codes = parents[on], codes[on]
     counts = np.bincount(pair_codes, minlength=len(vocabulary))
-    weights = _image_weights(pair_rows, pair_codes, counts, n, config.weighting)
-    live_weights = weights[live]
-    max_weight = float(live_weights.max()) if len(live_weights) else 1.0
-    distinct, inverse = np.unique(live_weights, return_inverse=True)
-    bucket_of = np.array([weight_bucket(float(w), max_weight) for w in distinct], np.int64)
+    weights = image_weights(pair_rows, pair_codes, counts, n, config.weighting)
     buckets = np.full(n, -1, np.int64)
-    buckets[live] = bucket_of[inverse] if len(distinct) else buckets[live]
+    buckets[live] = buckets_of(weights[live], weight_reference(counts, config.weighting))
     count_map = Counter(
         {w: int(c) for w, c in zip(vocabulary, counts.tolist(), strict=True) if c > 0}
     )
@@ -379,13 +426,19 @@ def _weights_and_buckets(
 
 
 def plan_labels(rows: pa.Table, config: PlanConfig, lexicon) -> LabelPlan:
-    """Duplicate keys, vocabulary, label noise, counts, weights and buckets (a pure function)."""
+    """Duplicate keys, vocabulary, label noise, counts, weights and buckets (a pure function).
+
+    The whole job in one process: the reference that the distributed plan (pipeline/plan.py)
+    must agree with row for row."""
     key_column = rows["key"].combine_chunks()
     rejects = rows["reject"].combine_chunks()
     live = pc.is_null(rejects).to_numpy(zero_copy_only=False)
     rejects = _reject_duplicates(rows, key_column, rejects, live)
-    vocabulary, wnid_lists, rejects = _cut_to_vocabulary(rows, rejects, live, config, lexicon)
+    uncut = rows["wnids"].combine_chunks()
+    vocabulary = choose_vocabulary(seen_counts(uncut, live), config.vocab, lexicon)
+    wnid_lists, rejects = cut_to_vocabulary(uncut, rejects, live, vocabulary, config.vocab)
     if config.label_noise > 0:
-        wnid_lists = _noisy_labels(wnid_lists, key_column, live, config)
+        marginal = Counter(seen_counts(wnid_lists, live))
+        wnid_lists = noisy_labels(wnid_lists, key_column, live, marginal, config)
     counts, weights, buckets = _weights_and_buckets(wnid_lists, live, vocabulary, config)
     return LabelPlan(key_column, rejects, wnid_lists, vocabulary, counts, weights, buckets)

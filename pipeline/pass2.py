@@ -1,60 +1,34 @@
 """Pass 2 of ingest, one Ray task per chunk of rows: fetch, decode once, validate, hash, drop
-eval near-copies, resize, encode, and commit the chunk as parquet parts.
+eval near-copies, resize, encode, and commit the chunk.
 
-A chunk writes one part per weight bucket with the accepted images (so each shard task reads
-only its own bytes), then the chunk's row table without image bytes, last: that file existing
-is what marks the chunk done, so a resumed job skips it.
+A chunk is one row group of a file's labelled part (pipeline/plan_tasks.py). Its weights and
+buckets are computed here from the job's synset counts, so the driver never builds a per-row
+table. It writes one part per weight bucket with the accepted samples (so each shard task
+reads only its own bytes), its rejects and eval matches as index parts, and last a small
+`done` object with its counts: that object existing is what marks the chunk done, so a resumed
+job skips it.
 """
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from collections import Counter
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
+from weakly_base.shard_format import EVAL_MATCHES_SCHEMA, REJECTS_SCHEMA
+from weakly_base.storage import Store
+
+from . import work_layout as lay
+from .buckets import BUCKET_SCHEMA
 from .fetch import FetchError, fetch_completed
 from .images import ImageReject, prepare_image
 from .ingest_config import IngestConfig
+from .parquet_io import put_parquet, read_row_group
+from .pass1 import buckets_of
 from .phash import to_hex
-from .shards import atomic_write
-
-PART_SCHEMA = pa.schema(
-    [
-        ("key", pa.string()),
-        ("source", pa.string()),
-        ("row", pa.int64()),
-        ("bucket", pa.int32()),
-        ("weight", pa.float64()),
-        ("labels", pa.list_(pa.int32())),
-        ("meta", pa.string()),
-        ("jpeg", pa.binary()),
-        ("phash", pa.uint64()),
-        ("reject", pa.string()),
-        ("detail", pa.string()),
-        ("matches", pa.string()),  # JSON list of [eval_set, eval_id, distance]
-    ]
-)
-# What a bucket part holds of each accepted row: all a shard writer needs.
-BUCKET_COLUMNS = ["key", "weight", "meta", "jpeg"]
-
-
-def bucket_part(part_path: Path, bucket: int) -> Path:
-    """The file beside a chunk's part that holds its accepted rows of one weight bucket."""
-    return part_path.with_name(f"{part_path.stem}-b{bucket:02d}.parquet")
-
-
-def chunk_of(table: pa.Table, offset: int, n: int) -> pa.Table:
-    """Rows [offset, offset + n) as a table of their own. A `slice` would share the whole table's
-    buffers, and pickling it (Ray's task arguments) ships every row to every chunk task."""
-    return table.take(pa.array(np.arange(offset, min(offset + n, table.num_rows)), pa.int64()))
-
-
-def atomic_parquet(table: pa.Table, path: Path) -> None:
-    atomic_write(path, lambda handle: pq.write_table(table, handle))
+from .plan_tasks import row_weights
 
 
 def sample_json(record: dict, prepared) -> str:
@@ -121,32 +95,74 @@ def _eval_matches(prepared_rows: list[tuple], eval_index, radius: int | None) ->
     return matches
 
 
-def _part_table(prepared_rows: list[tuple], matches: dict[int, list]) -> pa.Table:
-    """The chunk's rows in PART_SCHEMA; a row with an eval match is rejected here."""
-    out: dict[str, list] = {name: [] for name in PART_SCHEMA.names}
+def _chunk_tables(prepared_rows: list[tuple], matches: dict[int, list]):
+    """(accepted rows per bucket, rejects, eval matches) of one chunk; a row with an eval
+    match is rejected here."""
+    accepted: dict[int, dict[str, list]] = {}
+    rejects = {name: [] for name in REJECTS_SCHEMA.names}
+    found = {name: [] for name in EVAL_MATCHES_SCHEMA.names}
     for i, (record, prepared, reject, detail) in enumerate(prepared_rows):
         if prepared is not None and i in matches:
             best = min(matches[i], key=lambda m: (m[2], m[0], m[1]))
             reject, detail = "eval_near_copy", f"{best[0]}/{best[1]} at distance {best[2]}"
-        for name in ("key", "source", "row", "bucket", "weight", "labels"):
-            out[name].append(record[name])
-        out["meta"].append(sample_json(record, prepared) if reject is None else None)
-        out["jpeg"].append(prepared.jpeg if reject is None else None)
-        out["phash"].append(prepared.phash if prepared is not None else None)
-        out["reject"].append(reject)
-        out["detail"].append(detail)
-        out["matches"].append(json.dumps(matches[i]) if i in matches else None)
-    return pa.table(out, schema=PART_SCHEMA)
+            for eval_set, eval_id, distance in matches[i]:
+                for name, value in zip(
+                    found, (record["key"], eval_set, eval_id, distance), strict=True
+                ):
+                    found[name].append(value)
+        if reject is not None:
+            values = (record["source"], record["row"], record["key"], reject, detail)
+            for name, value in zip(rejects, values, strict=True):
+                rejects[name].append(value)
+            continue
+        out = accepted.setdefault(record["bucket"], {name: [] for name in BUCKET_SCHEMA.names})
+        values = (
+            record["key"],
+            record["weight"],
+            sample_json(record, prepared),
+            prepared.jpeg,
+            record["labels"],
+            prepared.phash,
+        )
+        for name, value in zip(BUCKET_SCHEMA.names, values, strict=True):
+            out[name].append(value)
+    return (
+        {b: pa.table(cols, schema=BUCKET_SCHEMA) for b, cols in accepted.items()},
+        pa.table(rejects, schema=REJECTS_SCHEMA),
+        pa.table(found, schema=EVAL_MATCHES_SCHEMA),
+    )
 
 
-def process_chunk(rows: pa.Table, config: IngestConfig, eval_index, part_path: str) -> dict:
-    """Pass 2 for one chunk; writes `part_path` atomically and returns counts."""
+def chunk_records(rows: pa.Table, counts: np.ndarray, reference: float, config) -> list[dict]:
+    """The chunk's rows as dicts, each with its sampling weight and weight bucket."""
+    weights = row_weights(rows["labels"], counts, config)
+    buckets = buckets_of(weights, reference)
     records = rows.to_pylist()
+    for record, weight, bucket in zip(records, weights.tolist(), buckets.tolist(), strict=True):
+        record["weight"], record["bucket"] = weight, bucket
+    return records
+
+
+def process_chunk(
+    store: Store, f: int, c: int, config: IngestConfig, counts, reference: float, eval_index
+) -> dict:
+    """Pass 2 for chunk c of file f; commits its outputs and returns its counts."""
+    rows = read_row_group(store, lay.labelled_part(f), c)
+    records = chunk_records(rows, np.asarray(counts), reference, config)
     prepared_rows = _prepare_all(records, config)
-    table = _part_table(prepared_rows, _eval_matches(prepared_rows, eval_index, config.radius))
-    accepted = table.filter(pc.is_null(table["reject"]))
-    for bucket in sorted(set(accepted["bucket"].to_pylist())):
-        rows_b = accepted.filter(pc.equal(accepted["bucket"], bucket))
-        atomic_parquet(rows_b.select(BUCKET_COLUMNS), bucket_part(Path(part_path), bucket))
-    atomic_parquet(table.drop_columns(["jpeg", "meta"]), Path(part_path))  # last: chunk done
-    return {"rows": len(records), "written": accepted.num_rows}
+    matches = _eval_matches(prepared_rows, eval_index, config.radius)
+    accepted, rejects, found = _chunk_tables(prepared_rows, matches)
+    for bucket in sorted(accepted):
+        put_parquet(store, lay.bucket_part(bucket, f, c), accepted[bucket])
+    if rejects.num_rows:
+        put_parquet(store, lay.pass2_rejects_part(f, c), rejects)
+    if found.num_rows:
+        put_parquet(store, lay.eval_matches_part(f, c), found)
+    done = {
+        "rows": len(records),
+        "written": {str(b): t.num_rows for b, t in sorted(accepted.items())},
+        "rejects": dict(Counter(rejects["reason"].to_pylist())),
+        "matches": dict(Counter(found["eval_set"].to_pylist())),
+    }
+    store.put(lay.chunk_done(f, c), json.dumps(done, sort_keys=True).encode())  # last
+    return done

@@ -1,17 +1,23 @@
-"""Ray plumbing for the ingest driver: start (or join) Ray, and wait for a batch of tasks with a
-progress bar, turning a remote `WriteFailed` into the same one-line error a local one gives."""
+"""Ray plumbing for the ingest driver: start (or join) Ray, run rounds of tasks with a progress
+bar while folding each result as it comes (so the driver keeps aggregates, not every result),
+and turn a remote storage failure into the same one-line error a local one gives."""
 
 from __future__ import annotations
 
-from .shards import WriteFailed
+from collections.abc import Callable, Iterable, Iterator
+
+from weakly_base.storage import StorageError
 
 
-def init_ray(address: str | None, num_cpus: int | None):
-    """The `ray` module, initialised: the cluster at `address`, else a local Ray."""
+def init_ray(address: str | None, num_cpus: int | None, env: dict | None = None):
+    """The `ray` module, initialised: the cluster at `address`, else a local Ray. `env` is
+    set in every worker (e.g. the object store's endpoint and credentials)."""
     import ray
 
     if not ray.is_initialized():
         kwargs = {"include_dashboard": False, "log_to_driver": True}
+        if env:
+            kwargs["runtime_env"] = {"env_vars": env}
         if address:
             ray.init(address=address, **kwargs)
         else:
@@ -19,22 +25,61 @@ def init_ray(address: str | None, num_cpus: int | None):
     return ray
 
 
-def _progress(total: int, desc: str, enabled: bool):
+def _progress(total: int | None, desc: str, enabled: bool):
     from tqdm import tqdm
 
     return tqdm(total=total, desc=desc, unit="task", disable=not enabled, leave=False)
 
 
-def wait_all(ray, refs: list, desc: str, enabled: bool) -> list:
-    """Results in submission order, with a progress bar as tasks finish."""
-    pending, bar = list(refs), _progress(len(refs), desc, enabled)
-    while pending:
-        done, pending = ray.wait(pending, num_returns=1)
-        bar.update(len(done))
-    bar.close()
+def _get(ray, ref):
     try:
-        return ray.get(refs)
+        return ray.get(ref)
     except ray.exceptions.RayTaskError as exc:
-        if isinstance(exc.cause, WriteFailed):  # one clear line, not a remote traceback
-            raise WriteFailed(str(exc.cause)) from None
+        if isinstance(exc.cause, StorageError):  # one clear line, not a remote traceback
+            raise type(exc.cause)(str(exc.cause)) from None
         raise
+
+
+def fold_results(ray, refs: list, desc: str, enabled: bool, consume: Callable) -> None:
+    """`consume(i, result)` for every task, in submission order (so float sums come out the
+    same on every run), each result dropped once consumed."""
+    bar = _progress(len(refs), desc, enabled)
+    for i, ref in enumerate(refs):
+        consume(i, _get(ray, ref))
+        refs[i] = None
+        bar.update(1)
+    bar.close()
+
+
+def wait_all(ray, refs: list, desc: str, enabled: bool) -> list:
+    """Results in submission order, with a progress bar."""
+    out: list = []
+    fold_results(ray, list(refs), desc, enabled, lambda i, r: out.append(r))
+    return out
+
+
+def run_windowed(
+    ray, calls: Iterable[tuple], window: int, desc: str, enabled: bool, consume: Callable
+) -> None:
+    """Submit `(remote_fn, args, tag)` calls keeping at most `window` in flight and
+    `consume(tag, result)` as each finishes: billions of rows are millions of chunks, which
+    the driver must never hold as one list of task references."""
+    bar = _progress(None, desc, enabled)
+    in_flight: dict = {}
+    calls_iter: Iterator = iter(calls)
+    exhausted = False
+    while in_flight or not exhausted:
+        while not exhausted and len(in_flight) < window:
+            try:
+                fn, args, tag = next(calls_iter)
+            except StopIteration:
+                exhausted = True
+                break
+            in_flight[fn.remote(*args)] = tag
+        if not in_flight:
+            break
+        done, _ = ray.wait(list(in_flight), num_returns=1)
+        for ref in done:
+            consume(in_flight.pop(ref), _get(ray, ref))
+            bar.update(1)
+    bar.close()

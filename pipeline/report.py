@@ -1,48 +1,51 @@
 """`index/report.png`: the tag-frequency long tail before and after reweighting, and the
-distribution of sampling weights, so a user can see what the weights buy before training."""
+distribution of sampling weights, so a user can see what the weights buy before training.
+
+Drawn from the plan's aggregates (synset counts, weighted synset shares, a weight histogram),
+never from per-image rows, so `--plan-only` on a billion rows draws it in the same second."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import io
 
 import numpy as np
 
 
-def expected_share(labels: list[list[int]], weights: list[float], n_classes: int) -> np.ndarray:
-    """Each class's expected share of sampled labels when images are drawn ∝ weight."""
-    share = np.zeros(n_classes)
-    for row, w in zip(labels, weights, strict=True):
-        for c in row:
-            share[c] += w
-    total = share.sum()
-    return share / total if total > 0 else share
+def shares(values: np.ndarray) -> np.ndarray:
+    """Each class's share of the total (zeros when there is nothing)."""
+    values = np.asarray(values, dtype=np.float64)
+    total = values.sum()
+    return values / total if total > 0 else values
 
 
-def write_report(out: Path, labels: list[list[int]], weights: list[float], vocabulary) -> Path:
+def render_report(
+    counts: np.ndarray, weighted: np.ndarray, hist: np.ndarray, edges: np.ndarray
+) -> bytes:
+    """The PNG: `counts` f(s) and `weighted` (sum of the weights of the images carrying s) per
+    synset, and a histogram of log10 image weights over `edges`."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    natural = expected_share(labels, [1.0] * len(labels), len(vocabulary))
-    weighted = expected_share(labels, weights, len(vocabulary))
+    natural, after = shares(counts), shares(weighted)
     order = np.argsort(-natural, kind="stable")
     order = order[natural[order] > 0]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     ranks = np.arange(1, len(order) + 1)
     left.loglog(ranks, natural[order], label="natural (f(s))")
-    left.loglog(ranks, weighted[order], label="after reweighting")
+    left.loglog(ranks, after[order], label="after reweighting")
     left.set_xlabel("synset rank by image count")
     left.set_ylabel("share of sampled labels")
     left.set_title("Tag frequency long tail")
     left.legend()
-    if weights:
-        right.hist(np.log10(np.asarray(weights)), bins=40)
+    hist = np.asarray(hist)
+    right.stairs(hist, edges, fill=True)
     right.set_xlabel("log10 sampling weight")
     right.set_ylabel("images")
-    right.set_title(f"Weights of {len(weights):,} written images")
+    right.set_title(f"Weights of {int(hist.sum()):,} images to fetch")
     fig.tight_layout()
-    path = out / "index" / "report.png"
-    fig.savefig(path, dpi=80)
+    sink = io.BytesIO()
+    fig.savefig(sink, dpi=80, format="png", metadata={"Software": None})
     plt.close(fig)
-    return path
+    return sink.getvalue()

@@ -1,0 +1,224 @@
+"""The label plan of an ingest, decided by a driver that holds counts, never rows.
+
+Pass 1 runs as rounds of Ray tasks (pipeline/plan_tasks.py); the driver folds what each task
+returns (per-synset counts, reject counts, row totals) and from those alone picks the
+vocabulary, the noise marginal, the counts f(s), the weight-bucket reference and the report.
+Its memory is O(vocabulary + manifest files) whatever the row count (docs/SCALING.md).
+
+The plan is saved as `plan.json` in the output: `--plan-only` stops there, so a user sees the
+label space and the weights before fetching an image, and a later run of the same config
+starts from it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections import Counter
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from weakly_base.storage import Store
+
+from . import work_layout as lay
+from .pass1 import choose_vocabulary, weight_reference
+from .plan_tasks import canonical_file, file_seen, find_duplicates, label_file, weigh_file
+from .ray_tasks import fold_results
+from .report import render_report
+from .weights import synset_weight_array
+
+PLAN_VERSION = 1
+# A key partition's reduce task holds its keys in memory: ~128 MiB of manifest per partition
+# (1-4M rows at 30-100 bytes a row) keeps each under a few hundred MB.
+MANIFEST_BYTES_PER_PARTITION = 128 << 20
+MAX_PARTITIONS = 4096
+HIST_BINS = 40
+
+
+@dataclass
+class Plan:
+    """Everything pass 2 and the index need from pass 1, and what a user checks before
+    fetching: per-file row counts, the vocabulary with f(s), rejects and the weighting."""
+
+    files: list[str]
+    rows: list[int]  # input rows per manifest file
+    live: list[int]  # rows per file that go on to pass 2
+    vocab: str
+    vocabulary: list[str]
+    names: list[str]
+    counts: list[int]  # f(s) per vocabulary entry, after label noise
+    weighting: dict
+    reference: float  # weight buckets are cut down from this weight
+    buckets: list[int]  # weight buckets that hold rows
+    rejects_by_reason: dict[str, int]
+    partitions: int
+
+    @property
+    def input_rows(self) -> int:
+        return sum(self.rows)
+
+    @property
+    def to_fetch(self) -> int:
+        return sum(self.live)
+
+    def as_json(self) -> dict:
+        body = asdict(self)
+        return {
+            "plan_version": PLAN_VERSION,
+            "totals": {
+                "input_rows": self.input_rows,
+                "to_fetch": self.to_fetch,
+                "rejected": self.input_rows - self.to_fetch,
+            },
+            **body,
+        }
+
+    def table(self, top: int = 10) -> str:
+        """What `weakly ingest --plan-only` prints: totals, rejects, the head of the label
+        distribution and the weights it gets."""
+        used = sum(1 for c in self.counts if c)
+        lines = [
+            f"{'rows in':<28}{self.input_rows:>12,}",
+            f"{'to fetch':<28}{self.to_fetch:>12,}",
+            f"{'rejected':<28}{self.input_rows - self.to_fetch:>12,}",
+        ]
+        for reason, n in sorted(self.rejects_by_reason.items(), key=lambda x: (-x[1], x[0])):
+            lines.append(f"{'  ' + reason:<28}{n:>12,}")
+        lines.append(f"{'vocabulary ' + self.vocab:<28}{len(self.vocabulary):>12,}")
+        lines.append(f"{'synsets with images':<28}{used:>12,}")
+        head = sorted(range(len(self.counts)), key=lambda i: (-self.counts[i], i))[:top]
+        for i in head:
+            if self.counts[i]:
+                name = f"  {self.vocabulary[i]} {self.names[i]}"[:27]
+                lines.append(f"{name:<28}{self.counts[i]:>12,}")
+        lines.append(f"{'weight buckets':<28}{len(self.buckets):>12,}")
+        lines.append("plan: plan.json, index/report.png, index/rejects/ (no image fetched)")
+        return "\n".join(lines)
+
+    def save(self, store: Store) -> None:
+        store.put(lay.PLAN_JSON, json.dumps(self.as_json(), indent=1).encode())
+
+    @classmethod
+    def load(cls, store: Store) -> Plan | None:
+        """The saved plan, or None when there is none (or one from another plan version)."""
+        if not store.exists(lay.PLAN_JSON):
+            return None
+        body = json.loads(store.get(lay.PLAN_JSON))
+        if body.pop("plan_version", None) != PLAN_VERSION:
+            return None
+        body.pop("totals", None)
+        return cls(**body)
+
+
+def partition_count(store: Store, files: list[str], storage_options: dict) -> int:
+    """Key partitions for the duplicate search, from the manifests' total size."""
+    import fsspec
+
+    total = 0
+    for url in files:
+        try:
+            fs, path = fsspec.core.url_to_fs(url, **storage_options)
+            total += int(fs.size(path) or 0)
+        except (OSError, ValueError):
+            pass  # an unreadable file becomes one rejected row in round 1
+    return max(1, min(MAX_PARTITIONS, math.ceil(total / MANIFEST_BYTES_PER_PARTITION)))
+
+
+def _weight_edges(counts: np.ndarray, reference: float, config) -> np.ndarray:
+    """Histogram edges in log10 weight that span every weight an image can have."""
+    per = synset_weight_array(counts, config.weighting)
+    used = per[per > 0]
+    low = math.log10(float(used.min())) if len(used) else 0.0
+    high = math.log10(reference)
+    if high - low < 1e-6:
+        low, high = low - 0.5, high + 0.5
+    return np.linspace(low - 0.05, high + 0.05, HIST_BINS + 1)
+
+
+def run_plan(ray, store: Store, files: list[str], config, lexicon, options) -> Plan:
+    """All rounds of pass 1; the plan is saved (and report.png written) before returning."""
+    partitions = options.key_partitions or partition_count(store, files, options.storage_options)
+    progress = options.progress
+    cwd = os.getcwd()
+    lex_ref = ray.put(lexicon)
+    task = ray.remote(max_retries=3)
+    rows = [0] * len(files)
+
+    def took_rows(f: int, result: dict) -> None:
+        rows[f] = result["rows"]
+        for reason in result["warnings"]:
+            print(f"weakly ingest: warning: {reason}")
+
+    refs = [
+        task(canonical_file).remote(store, f, url, config.columns, lex_ref, partitions)
+        for f, url in enumerate(files)
+    ]
+    fold_results(ray, refs, "pass 1: read", progress, took_rows)
+    refs = [task(find_duplicates).remote(store, k) for k in range(partitions)]
+    fold_results(ray, refs, "pass 1: duplicates", progress, lambda k, n: None)
+
+    seen: Counter = Counter()
+    refs = [task(file_seen).remote(store, f) for f in range(len(files))]
+    fold_results(ray, refs, "pass 1: counts", progress, lambda f, c: seen.update(c))
+    vocabulary = choose_vocabulary(seen, config.vocab, lexicon)
+    marginal = {w: seen[w] for w in vocabulary if seen.get(w)} if config.label_noise > 0 else {}
+
+    counts = np.zeros(len(vocabulary), np.int64)
+    live = [0] * len(files)
+    rejects: Counter = Counter()
+
+    def took_labels(f: int, result: dict) -> None:
+        counts[result["codes"]] += np.asarray(result["counts"], np.int64)
+        live[f] = result["live"]
+        rejects.update(result["rejects"])
+
+    vocab_ref, files_ref = ray.put(vocabulary), ray.put(files)
+    refs = [
+        task(label_file).remote(store, f, files_ref, vocab_ref, marginal, config, cwd)
+        for f in range(len(files))
+    ]
+    fold_results(ray, refs, "pass 1: labels", progress, took_labels)
+
+    reference = weight_reference(counts, config.weighting)
+    edges = _weight_edges(counts, reference, config)
+    weighted = np.zeros(len(vocabulary), np.float64)
+    hist = np.zeros(HIST_BINS, np.int64)
+    buckets: set[int] = set()
+
+    def took_weights(f: int, result: dict) -> None:
+        weighted[result["codes"]] += np.asarray(result["share"], np.float64)
+        hist[:] += np.asarray(result["hist"], np.int64)
+        buckets.update(result["buckets"])
+
+    counts_ref = ray.put(counts)
+    refs = [
+        task(weigh_file).remote(store, f, counts_ref, reference, edges, config)
+        for f in range(len(files))
+    ]
+    fold_results(ray, refs, "pass 1: weights", progress, took_weights)
+    _write_report(store, counts, weighted, hist, edges)
+    plan = Plan(
+        files=files,
+        rows=rows,
+        live=live,
+        vocab=config.vocab,
+        vocabulary=list(vocabulary),
+        names=[lexicon.name(w) for w in vocabulary],
+        counts=counts.tolist(),
+        weighting=config.weighting.as_dict(),
+        reference=reference,
+        buckets=sorted(buckets),
+        rejects_by_reason=dict(sorted(rejects.items())),
+        partitions=partitions,
+    )
+    plan.save(store)
+    return plan
+
+
+def _write_report(store: Store, counts, weighted, hist, edges) -> None:
+    try:
+        store.put(lay.REPORT_PNG, render_report(counts, weighted, hist, edges))
+    except Exception as exc:  # noqa: BLE001 - a plot must never fail the job
+        print(f"weakly ingest: warning: report.png not written ({exc})")
