@@ -88,7 +88,9 @@ def oracle_plan(rows: list[dict], vocab: str, weighting: WeightConfig, lexicon):
     weights = [0.0] * len(rows)
     for i in live:
         weights[i] = image_weight(wnids[i], per, counts, weighting)
-    top = max((weights[i] for i in live), default=1.0)
+    # Buckets are cut down from the largest weight any image can have: that of an image
+    # carrying only one synset, the one whose weight is largest.
+    top = max((image_weight([s], per, counts, weighting) for s in counts), default=1.0)
     buckets = [weight_bucket(w, top) if w > 0 else -1 for w in weights]
     return keys, rejects, wnids, vocabulary, counts, weights, buckets
 

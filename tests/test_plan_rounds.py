@@ -1,0 +1,142 @@
+"""Pass 1 as rounds of Ray tasks (pipeline/plan.py) must decide exactly what `plan_labels`
+decides with every row in one process: same live rows in the same order, same labels,
+weights, buckets, rejects with the same reasons, vocabulary and counts, whatever the number of
+key partitions. The manifests put duplicates within and across files, a duplicate of a rejected
+row, rows without tags or images, unknown tags and an unreadable file in its way."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline import work_layout as lay
+from pipeline.ingest_config import IngestConfig, RunOptions
+from pipeline.key_hash import key_hashes, key_partition
+from pipeline.manifest import Columns
+from pipeline.parquet_io import read_parquet
+from pipeline.pass1 import pass1_file, plan_labels
+from pipeline.plan import Plan, run_plan
+from pipeline.plan_tasks import row_weights
+from pipeline.weights import WeightConfig
+from weakly_base.storage import Store
+
+TAGS = ["dog", "cat", "goldfish", "tabby", "beagle", "#brownbear", "ursusarctos", "pizza",
+        "banana", "teapot", "volcano", "instagood", "espresso", "zebra", "lemon"]  # fmt: skip
+
+
+def _rows(seed: int, n: int, prefix: str) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        k = int(rng.integers(0, 4))
+        tags = [TAGS[int(j)] for j in rng.zipf(1.6, size=k) % len(TAGS)]
+        key = f"{prefix}{i}" if rng.random() < 0.7 else f"shared{int(rng.integers(0, 12))}"
+        rows.append({"key": key if rng.random() < 0.9 else None, "url": f"http://x/{i}.jpg",
+                     "tags": tags})  # fmt: skip
+    return rows
+
+
+@pytest.fixture(scope="module")
+def manifests(tmp_path_factory):
+    root = tmp_path_factory.mktemp("manifests")
+    files = []
+    for f, (fmt, n) in enumerate([("parquet", 120), ("jsonl", 90), ("parquet", 150)]):
+        rows = _rows(f, n, f"f{f}-")
+        if f == 1:  # a rejected row whose key a later live row of another file reuses
+            rows[0] = {"key": "dupofrejected", "url": None, "tags": ["beagle"]}
+        if f == 2:
+            rows[5] = {"key": "dupofrejected", "url": "http://x/d.jpg", "tags": ["beagle"]}
+        path = root / f"m{f}.{fmt}"
+        if fmt == "parquet":
+            pq.write_table(pa.Table.from_pylist(rows), path)
+        else:
+            path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        files.append(str(path))
+    bad = root / "m3.parquet"
+    bad.write_bytes(b"not parquet at all")
+    files.append(str(bad))
+    return files
+
+
+def _reference(files, config, lexicon):
+    rows = pa.concat_tables([pass1_file(f, Columns(), lexicon) for f in files])
+    return rows, plan_labels(rows, config, lexicon)
+
+
+def _distributed(ray, files, config, lexicon, out, partitions) -> tuple[Store, Plan]:
+    store = Store.at(out)
+    options = RunOptions(progress=False, key_partitions=partitions)
+    return store, run_plan(ray, store, files, config, lexicon, options)
+
+
+CONFIGS = {
+    "in1k": IngestConfig(),
+    "top5-noise": IngestConfig(vocab="top:5", label_noise=0.3, seed=3),
+    "nouns-mean": IngestConfig(vocab="nouns", weighting=WeightConfig(reduce="mean")),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+@pytest.mark.parametrize("partitions", [1, 5])
+def test_rounds_decide_what_one_process_decides(
+    name, partitions, manifests, tmp_path, ray_local, request
+):
+    config = CONFIGS[name]
+    lexicon = request.getfixturevalue("in1k_lexicon" if name == "in1k" else "nouns_lexicon")
+    rows, ref = _reference(manifests, config, lexicon)
+    store, plan = _distributed(ray_local, manifests, config, lexicon, tmp_path / "o", partitions)
+
+    assert plan.vocabulary == list(ref.vocabulary)
+    assert plan.counts == [ref.counts.get(w, 0) for w in ref.vocabulary]
+    assert plan.input_rows == rows.num_rows and plan.to_fetch == int(ref.live.sum())
+    assert plan.to_fetch > 50 and plan.input_rows - plan.to_fetch > 50
+
+    labelled = pa.concat_tables(
+        [read_parquet(store, lay.labelled_part(f)) for f in range(len(manifests))]
+    )
+    live = np.flatnonzero(ref.live)
+    assert labelled["key"].to_pylist() == ref.keys.take(pa.array(live)).to_pylist()
+    assert labelled["wnids"].to_pylist() == ref.wnids.take(pa.array(live)).to_pylist()
+    weights = row_weights(labelled["labels"], np.asarray(plan.counts), config)
+    assert weights.tolist() == pytest.approx(ref.weights[live].tolist(), rel=1e-12)
+
+    rejects = pa.concat_tables(
+        [read_parquet(store, lay.pass1_rejects_part(f)) for f in range(len(manifests))]
+    )
+    dead = np.flatnonzero(~ref.live)
+    expected = ref.rejects.take(pa.array(dead)).to_pylist()
+    got = [f"{r}: {d}" if d else r for r, d in zip(rejects["reason"].to_pylist(),
+           rejects["detail"].to_pylist(), strict=True)]  # fmt: skip
+    assert got == [e if e.partition(": ")[2] else e.partition(": ")[0] for e in expected]
+    assert rejects["row"].to_pylist() == rows["row"].take(pa.array(dead)).to_pylist()
+    assert "duplicate_key" in plan.rejects_by_reason
+    assert any(
+        d.startswith(f"first at {manifests[1]} row 0") for d in rejects["detail"].to_pylist()
+    ), "a live row whose key a rejected row had first is a duplicate of that row"
+    assert "bad_manifest" in plan.rejects_by_reason
+
+    from pipeline.pass1 import buckets_of
+
+    used = sorted(set(ref.buckets[live].tolist()))
+    assert plan.buckets == used
+    assert buckets_of(weights, plan.reference).tolist() == ref.buckets[live].tolist()
+    assert store.exists(lay.REPORT_PNG) and store.get(lay.REPORT_PNG)[:4] == b"\x89PNG"
+    assert Plan.load(store) == plan
+
+
+def test_key_partitions_are_stable_and_spread():
+    keys = pa.array([f"key-{i}" for i in range(20_000)] + [None, "", "é-ü"])
+    again = key_hashes(pa.chunked_array([keys.slice(0, 7), keys.slice(7)]))
+    assert np.array_equal(key_hashes(keys), again), "chunking must not change a key's hash"
+    # pinned values: a key's partition may never change between versions or machines, or a
+    # resumed job would look for its keys in the wrong place
+    assert key_hashes(pa.array(["a", "key-0"])).tolist() == PINNED
+    spread = np.bincount(key_partition(keys, 16), minlength=16)
+    assert spread.min() > 0.8 * len(keys) / 16
+
+
+PINNED = [8777055843625058441, 1072612367759560479]
