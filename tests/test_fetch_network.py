@@ -12,6 +12,7 @@ import time
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import numpy as np
 import pyarrow as pa
 import pytest
 from hostile_http import GOOD, HostileServer
@@ -22,6 +23,9 @@ from pipeline import pass2
 from pipeline.fetch import FetchConfig, FetchError, Session, fetch_completed, fetch_iter, fetch_url
 from pipeline.images import ImageConfig
 from pipeline.ingest_config import IngestConfig
+from pipeline.parquet_io import put_parquet
+from pipeline.work_layout import labelled_part
+from weakly_base.storage import Store
 
 CONFIG = FetchConfig(timeout=2.0, deadline=10.0, retries=1, backoff=0.05, max_bytes=1 << 20)
 BODIES = {f"/img/{i}": encode(photo(i % 6, 80), "JPEG", quality=85) for i in range(12)}
@@ -222,8 +226,6 @@ def _chunk(url: str) -> pa.Table:
                 "key": f"k{i:02d}",
                 "source": "m.jsonl",
                 "row": i,
-                "bucket": i % 3,
-                "weight": 1.0 + i % 3,
                 "labels": [i % 4],
                 "wnids": [f"n{i % 4:08d}"],
                 "tags": ["tabby"],
@@ -257,17 +259,23 @@ def test_out_of_order_completion_writes_the_same_bytes(server, tmp_path, monkeyp
             fetch=FetchConfig(threads=threads, timeout=5.0, deadline=30.0),
             image=ImageConfig(image_size=64),
         )
-        part = tmp_path / name / "part-000000.parquet"
-        part.parent.mkdir()
-        counts = pass2.process_chunk(_chunk(server.url), config, None, str(part))
-        assert counts == {"rows": 12, "written": 12}
-        outputs[name] = {p.name: p.read_bytes() for p in sorted(part.parent.iterdir())}
+        store = Store.at(tmp_path / name)
+        put_parquet(store, labelled_part(0), _chunk(server.url))
+        # synset counts 100, 400, 1600, 6400: four weights a factor 2 apart, four buckets
+        counts, reference = np.array([100, 400, 1600, 6400]), 0.1
+        done = pass2.process_chunk(store, 0, 0, config, counts, reference, None)
+        assert done == {"rows": 12, "written": {"0": 3, "1": 3, "2": 3, "3": 3},
+                        "rejects": {}, "matches": {}}  # fmt: skip
+        outputs[name] = {
+            str(p.relative_to(tmp_path / name)): p.read_bytes()
+            for p in sorted((tmp_path / name).rglob("*.*"))
+        }
         if hold:  # row 0 was decoded last, after every row that arrived before it
             assert decoded[-1] == BODIES["/img/0"] and len(decoded) == 12
         else:
             assert decoded[0] == BODIES["/img/0"]
     assert outputs["in-order"] == outputs["out-of-order"]
-    assert len(outputs["in-order"]) == 4  # three bucket parts and the row table
+    assert len(outputs["in-order"]) == 6  # the input, four bucket parts, the done marker
 
 
 class ForwardProxy:

@@ -88,14 +88,14 @@ def test_killed_run_resumes_to_identical_output(tmp_path, lexicon_dir, ray_local
         [*weakly, "ingest", manifest, "--out", str(killed), "--config", str(config)],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
-    parts = killed / "_work" / "parts"
+    parts = killed / "_work" / "done" / "f000000"  # pass 2's per-chunk commit markers
     deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and len(list(parts.glob("part-??????.parquet"))) < 3:
+    while time.monotonic() < deadline and len(list(parts.glob("c??????.json"))) < 3:
         assert proc.poll() is None, "ingest finished before it could be killed"
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    done_before = len(list(parts.glob("part-??????.parquet")))
+    done_before = len(list(parts.glob("c??????.json")))
     assert 3 <= done_before < 20 and not (killed / "dataset.json").exists()
 
     # The same command again, in-process on the session's Ray: it finds only what the killed

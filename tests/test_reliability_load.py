@@ -13,21 +13,27 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from pipeline.pass2 import chunk_of
+from pipeline.parquet_io import put_parquet, read_row_group
+from weakly_base.storage import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_chunk_tasks_carry_only_their_rows():
+def test_chunk_tasks_read_only_their_rows(tmp_path):
+    """A pass-2 task is sent (store, file, chunk) and reads one row group of the labelled part:
+    its arguments and its reads do not grow with the file."""
     n = 200_000
     table = pa.table(
-        {"key": [f"k{i}" for i in range(n)], "image": pa.array([b"x" * 20] * n, pa.binary())}
+        {"key": [f"k{i}" for i in range(n)], "image": pa.array([b"x" * 200] * n, pa.binary())}
     )
-    whole = len(pickle.dumps(table))
-    chunk = chunk_of(table, 5000, 256)
-    assert chunk.num_rows == 256 and chunk["key"][0].as_py() == "k5000"
-    assert len(pickle.dumps(chunk)) < whole / 100  # a slice would pickle all 200k rows
-    assert chunk_of(table, n - 10, 256).num_rows == 10
+    store = Store.at(tmp_path / "ds")
+    put_parquet(store, "part.parquet", table, row_group_size=256)
+    assert len(pickle.dumps((store, 0, 20))) < 1000
+    pool = pa.default_memory_pool()
+    before = pool.bytes_allocated()
+    chunk = read_row_group(store, "part.parquet", 20)
+    assert chunk.num_rows == 256 and chunk["key"][0].as_py() == "k5120"
+    assert pool.bytes_allocated() - before < (n * 200) / 100  # not the 40 MB file
 
 
 def test_write_bucket_holds_one_shard_not_the_bucket(tmp_path):
@@ -39,33 +45,34 @@ def test_write_bucket_holds_one_shard_not_the_bucket(tmp_path):
         from pathlib import Path
         import numpy as np, pyarrow as pa
         sys.path.insert(0, {str(ROOT)!r})
-        from pipeline.buckets import write_bucket
-        from pipeline.pass2 import BUCKET_COLUMNS, atomic_parquet, bucket_part
-        root = Path({str(tmp_path)!r})
+        from pipeline.buckets import BUCKET_SCHEMA, write_bucket
+        from pipeline.parquet_io import put_parquet
+        from pipeline.work_layout import bucket_part
+        from weakly_base.storage import Store
+        store = Store.at({str(tmp_path)!r})
         rng = np.random.default_rng(0)
-        parts = []
         for p in range(40):
             keys = [f"p{{p:02d}}r{{r:02d}}" for r in range(20)]
             table = pa.table({{
                 "key": keys, "weight": [1.0] * 20,
                 "meta": [json.dumps({{"key": k, "labels": [0], "weight": 1.0}}) for k in keys],
                 "jpeg": [rng.bytes(20_000) for _ in keys],
-            }})
-            part = root / f"part-{{p:06d}}.parquet"
-            atomic_parquet(table.select(BUCKET_COLUMNS), bucket_part(part, 3))
-            parts.append(str(part))
+                "labels": [[0]] * 20, "phash": pa.array([p] * 20, pa.uint64()),
+            }}, schema=BUCKET_SCHEMA)
+            put_parquet(store, bucket_part(3, 0, p), table)
         pool = pa.default_memory_pool()
         base = pool.max_memory()
         tracemalloc.start()
-        stats = write_bucket(3, parts, str(root / "shards"), 10)
+        totals = write_bucket(store, 3, 10)
         py_peak = tracemalloc.get_traced_memory()[1]
-        print(json.dumps({{"arrow": pool.max_memory(), "python": py_peak, "n": [s.stats["n"] for s in stats]}}))
+        print(json.dumps({{"arrow": pool.max_memory(), "python": py_peak, "totals": totals}}))
         """
     )
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert result["n"] == [10] * 80
+    assert result["totals"]["train"]["samples"] == 800
+    assert result["totals"]["train"]["shards"] == 80
     assert result["arrow"] < 4 << 20, result  # the whole bucket is 16 MB
     assert result["python"] < 4 << 20, result
     keys = []
