@@ -208,7 +208,7 @@ def shard_bytes(records: Iterable[ShardRecord]) -> tuple[bytes, list[str]]:
 def shard_stats(
     file: str, data: bytes, n: int, split: str, bucket: int, weights: Iterable[float]
 ) -> dict:
-    """The per-shard stats: the `.stats.json` commit marker and the row of shards.parquet
+    """The per-shard stats: the `.stats.json` commit marker and the row of the shards index table
     (where `file` is prefixed with `shards/`).
 
     `weight_sum` is numpy's float64 sum of `weights` in the order given (pairwise summation,
