@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from weakly.cli import main
+from weakly_base.index_tables import read_index
 from wordnet_tools import load_lexicon
 
 torch.set_num_threads(1)
@@ -50,7 +51,7 @@ def test_report_dedup_numbers_match_the_run(demo_out):
     """Recount from the synth manifest and ingest's rejects what the report says."""
     manifest = pq.read_table(demo_out / "synth/manifest.parquet").to_pylist()
     planted = {r["key"] for r in manifest if r["planted_from"]}
-    rejects = pq.read_table(demo_out / "dataset/index/rejects.parquet").to_pylist()
+    rejects = read_index(demo_out / "dataset", "rejects").to_pylist()
     removed = {r["key"] for r in rejects if r["reason"] == "eval_near_copy"}
     assert planted and removed
     report = (demo_out / "report.md").read_text()
@@ -87,7 +88,7 @@ def test_handwritten_rows_are_canonicalised_or_rejected_with_a_reason(demo_out):
     assert outcome["#daisy #daisies #Daisy #flowers"] == "daisy"
     assert outcome["#instagood #photooftheday #2024 #🐻 #love"] == "rejected: out_of_vocabulary"
     assert outcome["(no tags)"] == "rejected: no_tags"
-    rejects = pq.read_table(demo_out / "dataset/index/rejects.parquet").to_pylist()
+    rejects = read_index(demo_out / "dataset", "rejects").to_pylist()
     assert {r["reason"] for r in rejects if r["key"].startswith("hw")} == {
         "out_of_vocabulary",
         "no_tags",

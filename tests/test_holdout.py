@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
 
@@ -20,6 +19,7 @@ from weakly.cli import build_parser
 from weakly.cli import main as weakly
 from weakly.fixtures import build_fixture
 from weakly.synth import synth
+from weakly_base.index_tables import read_index
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,8 +55,8 @@ def held_out(ray_local, lexicon_dir, tmp_path_factory):
 def test_ingest_writes_val_shards_by_key(held_out, lexicon_dir):
     root, manifest, config = held_out
     out = root / "ds"
-    samples = pq.read_table(out / "index" / "samples.parquet").to_pylist()
-    shards = pq.read_table(out / "index" / "shards.parquet").to_pylist()
+    samples = read_index(out, "samples").to_pylist()
+    shards = read_index(out, "shards").to_pylist()
     meta = json.loads((out / "dataset.json").read_text())
     by_split = {s: [r for r in samples if r["split"] == s] for s in ("train", "val")}
     assert by_split["val"] and by_split["train"]
@@ -84,7 +84,7 @@ def test_ingest_writes_val_shards_by_key(held_out, lexicon_dir):
         IngestConfig(**{**config.__dict__, "label_noise": 0.5}),
         QUIET,
     )
-    noisy_val = pq.read_table(noisy / "index" / "samples.parquet").to_pylist()
+    noisy_val = read_index(noisy, "samples").to_pylist()
     assert {r["key"] for r in noisy_val if r["split"] == "val"} == {
         r["key"] for r in by_split["val"]
     }

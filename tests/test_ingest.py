@@ -21,6 +21,8 @@ from pipeline.fetch import FetchConfig
 from pipeline.images import ImageConfig
 from pipeline.ingest import IngestConfig, RunOptions, ingest
 from weakly.synth import synth
+from weakly_base.index_tables import read_index
+from weakly_base.shard_format import FORMAT_VERSION
 
 QUIET = RunOptions(progress=False)
 
@@ -78,7 +80,7 @@ def test_synth_ingest_dedup_and_format(ray_local, synth_data, lexicon_dir, tmp_p
     summary = ingest([str(root / "train" / "manifest.parquet")], out, config, QUIET)
 
     assert summary.input_rows == 80 == summary.written + summary.rejected
-    matches = pq.read_table(out / "index" / "eval_matches.parquet")
+    matches = read_index(out, "eval_matches")
     removed = set(matches["key"].to_pylist())
     manifest = pq.read_table(root / "train" / "manifest.parquet").to_pylist()
     planted = {r["key"] for r in manifest if r["planted_from"]}
@@ -86,12 +88,15 @@ def test_synth_ingest_dedup_and_format(ray_local, synth_data, lexicon_dir, tmp_p
     assert summary.rejects_by_reason.get("eval_near_copy") == len(planted)
 
     dataset = json.loads((out / "dataset.json").read_text())
-    assert dataset["format_version"] == 1 and dataset["totals"]["written"] == summary.written
+    assert (
+        dataset["format_version"] == FORMAT_VERSION
+        and dataset["totals"]["written"] == summary.written
+    )
     wnids = dataset["vocabulary"]["wnids"]
     assert len(wnids) == 1000 and wnids == sorted(wnids)
 
-    shards = pq.read_table(out / "index" / "shards.parquet").to_pylist()
-    samples = pq.read_table(out / "index" / "samples.parquet").to_pylist()
+    shards = read_index(out, "shards").to_pylist()
+    samples = read_index(out, "samples").to_pylist()
     assert sum(s["n"] for s in shards) == len(samples) == summary.written
     seen = 0
     for shard in shards:
@@ -163,7 +168,7 @@ def test_changed_config_needs_overwrite(ray_local, synth_data, ingested, lexicon
         _config(lexicon_dir, shard_size=7),
         RunOptions(overwrite=True, progress=False),
     )
-    shards = pq.read_table(tmp_path / "o" / "index" / "shards.parquet")
+    shards = read_index(tmp_path / "o", "shards")
     assert max(shards["n"].to_pylist()) <= 7 and summary.written == sum(shards["n"].to_pylist())
 
 
@@ -232,10 +237,7 @@ def test_every_bad_input_is_rejected_with_its_reason(ray_local, lexicon_dir, tmp
         summary = ingest([str(manifest), str(binary), str(broken)], out, config, QUIET)
         assert server.hits["/500"] == 2  # retried once, then given up
 
-    rejects = {
-        r["key"] or r["source"]: r
-        for r in pq.read_table(out / "index" / "rejects.parquet").to_pylist()
-    }
+    rejects = {r["key"] or r["source"]: r for r in read_index(out, "rejects").to_pylist()}
     reasons = {k: r["reason"] for k, r in rejects.items()}
     expected = {
         "truncated": "corrupt_image", "zero": "empty_file", "text": "not_an_image",
@@ -253,7 +255,7 @@ def test_every_bad_input_is_rejected_with_its_reason(ray_local, lexicon_dir, tmp
     assert rejects[str(broken)]["row"] == -1 and "broken.parquet" in rejects[str(broken)]["detail"]
     assert all(r["detail"] for r in rejects.values())  # every reject says what was wrong
 
-    written = {s["key"] for s in pq.read_table(out / "index" / "samples.parquet").to_pylist()}
+    written = {s["key"] for s in read_index(out, "samples").to_pylist()}
     sanitised = [k for k in written if k.startswith("a_b_c_d-")]
     assert len(sanitised) == 1
     assert written - set(sanitised) == {
@@ -322,7 +324,7 @@ def test_trainer_reads_what_ingest_writes(ray_local, ingested, tmp_path):
     from train.data import iter_sample_keys
 
     out = ingested()  # read only
-    written = set(pq.read_table(out / "index" / "samples.parquet")["key"].to_pylist())
+    written = set(read_index(out, "samples")["key"].to_pylist())
     totals = json.loads((out / "dataset.json").read_text())["totals"]
     assert totals["written"] == len(written) and totals["input_rows"] == 80
     keys = list(itertools.islice(iter_sample_keys(str(out), seed=3), 200))

@@ -21,6 +21,7 @@ from train.transfer import model_from_checkpoint
 from weakly.cli import main as weakly
 from weakly.fixtures import build_fixture
 from weakly.synth_learnable import MAX_CLASSES, learnable_synth, render, signatures
+from weakly_base.index_tables import read_index
 from wordnet_tools import load_lexicon
 
 torch.set_num_threads(1)
@@ -96,8 +97,8 @@ def test_mini_ablation_end_to_end(ray_local, lexicon_dir, tmp_path, capsys):
 
     # Noise really replaced labels in training, and every run was scored on the same keys.
     work = out / "work"
-    clean = pq.read_table(work / "ds-noise0" / "index" / "samples.parquet").to_pylist()
-    noisy = pq.read_table(work / "ds-noise0.5" / "index" / "samples.parquet").to_pylist()
+    clean = read_index(work / "ds-noise0", "samples").to_pylist()
+    noisy = read_index(work / "ds-noise0.5", "samples").to_pylist()
     by_key = {r["key"]: r["labels"] for r in clean}
     changed = sum(by_key[r["key"]] != r["labels"] for r in noisy) / len(noisy)
     assert 0.15 < changed < 0.7, changed

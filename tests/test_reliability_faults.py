@@ -27,6 +27,7 @@ from pipeline.shards import committed_stats
 from train.shards import Dataset, check_shard_files, iter_tar_samples
 from weakly.cli import main
 from weakly.synth import synth
+from weakly_base.index_tables import read_index
 from weakly_base.shard_format import stats_name
 from weakly_base.storage import StorageError, Store
 
@@ -225,7 +226,7 @@ def test_readers_ignore_tmp_and_uncommitted_shards(clean_run, tmp_path):
     keys = []
     for i in range(len(dataset.shards.files)):
         keys += [s.key for s in dataset.read_shard(i)]
-    indexed = pq.read_table(out / "index" / "samples.parquet")["key"].to_pylist()
+    indexed = read_index(out, "samples")["key"].to_pylist()
     assert sorted(keys) == sorted(indexed) and len(keys) == dataset.num_samples
     with open(real[0], "rb") as f:
         assert len(list(iter_tar_samples(f))) == dataset.shards.n[0]

@@ -7,13 +7,13 @@ import json
 import time
 import tracemalloc
 
-import pyarrow.parquet as pq
 import pytest
 from hostile_http import GOOD, HostileServer
 
 from pipeline.fetch import FetchConfig, FetchError, fetch_url
 from pipeline.images import ImageConfig, ImageReject, prepare_image
 from pipeline.ingest import IngestConfig, RunOptions, ingest
+from weakly_base.index_tables import read_index
 
 CONFIG = FetchConfig(timeout=0.5, deadline=1.5, retries=1, backoff=0.1, max_bytes=1 << 20)
 SLACK = 1.5  # thread scheduling on a loaded 2-core machine; the bound is what is tested
@@ -80,10 +80,7 @@ def test_ingest_records_every_hostile_row(server, tmp_path, lexicon_dir, ray_loc
     start = time.monotonic()
     summary = ingest([str(manifest)], tmp_path / "out", config, RunOptions(progress=False))
     elapsed = time.monotonic() - start
-    rejects = {
-        r["key"]: r["reason"]
-        for r in pq.read_table(tmp_path / "out" / "index" / "rejects.parquet").to_pylist()
-    }
+    rejects = {r["key"]: r["reason"] for r in read_index(tmp_path / "out", "rejects").to_pylist()}
     want = {f"r{i}": REJECTED.get(p) for i, p in enumerate(paths)}
     want.update({f"r{len(REJECTED)}": "corrupt_image", f"r{len(REJECTED) + 1}": "not_an_image"})
     del want[f"r{len(paths) - 1}"]

@@ -17,6 +17,7 @@ from pipeline.fetch import FetchConfig, FetchError, fetch_one, resolve_path
 from pipeline.ingest import IngestConfig, RunOptions, ingest
 from pipeline.manifest import MAX_TAG_CHARS, MAX_TAGS_PER_ROW, read_manifest
 from pipeline.pass1 import canonicalise_rows
+from weakly_base.index_tables import read_index
 from weakly_base.shard_format import KEY_RE, MEMBER_RE
 
 
@@ -117,10 +118,7 @@ def test_hostile_manifest_through_ingest_writes_only_inside_out(tmp_path, lexico
     config = IngestConfig(lexicon_dir=str(lexicon_dir), fetch=FetchConfig(path_root=str(root)))
     summary = ingest([str(manifest)], tmp_path / "out", config, RunOptions(progress=False))
     assert set(os.listdir(tmp_path)) == before | {"out"}
-    reasons = {
-        r["row"]: r["reason"]
-        for r in pq.read_table(tmp_path / "out" / "index" / "rejects.parquet").to_pylist()
-    }
+    reasons = {r["row"]: r["reason"] for r in read_index(tmp_path / "out", "rejects").to_pylist()}
     assert reasons == {2: "bad_tags", 4: "path_outside_root", 5: "path_outside_root"}
     assert summary.written == 4
     names = []

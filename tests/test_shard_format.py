@@ -20,7 +20,9 @@ import pipeline.shards
 import pipeline.split
 import train.shards
 import weakly.fixtures
+from weakly_base import index_tables as tables
 from weakly_base import shard_format as fmt
+from weakly_base.storage import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -117,13 +119,26 @@ def test_weight_buckets_halve():
         fmt.weight_bucket(0.0, 1.0)
 
 
-def test_a_fixture_dataset_is_what_the_format_describes(tmp_path):
-    root = weakly.fixtures.build_fixture(tmp_path / "ds", samples=40, max_shard=7)
+@pytest.mark.parametrize("version", fmt.READABLE_VERSIONS)
+def test_a_fixture_dataset_is_what_the_format_describes(tmp_path, version):
+    root = weakly.fixtures.build_fixture(
+        tmp_path / "ds", samples=40, max_shard=7, format_version=version
+    )
     meta = json.loads((root / fmt.DATASET_JSON).read_text())
     fmt.check_format(meta, str(root))
-    assert pq.read_schema(root / fmt.SHARDS_INDEX).equals(fmt.SHARDS_SCHEMA)
-    assert pq.read_schema(root / fmt.SAMPLES_INDEX).equals(fmt.SAMPLES_SCHEMA)
-    shards = pq.read_table(root / fmt.SHARDS_INDEX).to_pylist()
+    assert meta["format_version"] == version
+    files = {
+        tables.SHARDS: [root / fmt.SHARDS_INDEX],
+        tables.SAMPLES: [root / fmt.SAMPLES_INDEX],
+    }
+    if version == 2:
+        files = {
+            name: [root / p for p in tables.index_parts(Store.at(root), name)] for name in files
+        }
+        assert not (root / fmt.SAMPLES_INDEX).exists() and not (root / fmt.SHARDS_INDEX).exists()
+    for name, paths in files.items():
+        assert paths and all(pq.read_schema(p).equals(tables.SCHEMAS[name]) for p in paths)
+    shards = tables.read_index(root, tables.SHARDS).to_pylist()
     for row in shards:
         data = (root / row["file"]).read_bytes()
         stats = json.loads(
@@ -131,5 +146,16 @@ def test_a_fixture_dataset_is_what_the_format_describes(tmp_path):
         )
         assert stats == {**row, "file": Path(row["file"]).name}
         assert len(list(fmt.iter_tar_records(io.BytesIO(data)))) == row["n"]
-    with pytest.raises(ValueError, match="this code reads 'weakly-shards' version 1"):
-        fmt.check_format({**meta, "format_version": 2}, "elsewhere")
+
+
+def test_check_format_reads_versions_1_and_2_only():
+    for version in (1, 2):
+        fmt.check_format({"format": fmt.FORMAT_NAME, "format_version": version}, "here")
+    assert fmt.dataset_header() == {"format": fmt.FORMAT_NAME, "format_version": 2}
+    for version in (0, 3, "2", True, None):
+        with pytest.raises(ValueError, match="this code reads 'weakly-shards' versions 1, 2"):
+            fmt.check_format({"format": fmt.FORMAT_NAME, "format_version": version}, "elsewhere")
+    with pytest.raises(ValueError, match="'other' version 2"):
+        fmt.check_format({"format": "other", "format_version": 2}, "elsewhere")
+    with pytest.raises(ValueError, match="not one of"):
+        fmt.dataset_header(3)

@@ -10,7 +10,6 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 
 from train.cli import main
@@ -18,6 +17,7 @@ from train.data import make_plan
 from train.sampler import Plan, SampleStream
 from train.shards import Dataset
 from weakly.fixtures import build_fixture, colour_stripes_jpeg
+from weakly_base.index_tables import read_index
 
 torch.set_num_threads(1)
 
@@ -80,7 +80,7 @@ def test_read_efficiency_on_weight_stratified_shards(tmp_path):
 def _label_prior_loss(dataset: Path) -> float:
     """The lowest loss a model blind to the pixels can reach: the 1/k softmax loss of the best
     constant prediction (the weighted label marginal) under the sampling weights."""
-    t = pq.read_table(dataset / "index" / "samples.parquet").to_pydict()
+    t = read_index(dataset, "samples").to_pydict()
     w = np.asarray(t["weight"]) / np.sum(t["weight"])
     marginal = np.zeros(1 + max(max(x) for x in t["labels"]))
     for wi, labels in zip(w, t["labels"], strict=True):

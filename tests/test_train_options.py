@@ -6,15 +6,15 @@ import json
 import shutil
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 import torch
 
 from train.cli import build_parser, main
 from train.models import TinyNet
 from train.optim import lr_factor, param_groups
-from weakly.fixtures import build_fixture
+from weakly.fixtures import build_fixture, write_index_table
 from weakly_base.config import parse_with_config
+from weakly_base.index_tables import SHARDS, read_index
 
 torch.set_num_threads(1)
 
@@ -101,7 +101,7 @@ def test_empty_shard_folder(data_dir, tmp_path, capsys):
     for tar in Path(data_dir, "shards").glob("*.tar"):
         tar.unlink()
     err = _error(capsys, _argv(data_dir, tmp_path / "o"))
-    assert "shards listed in index/shards.parquet are missing" in err
+    assert "shards listed in index/shards are missing" in err
 
 
 def test_shard_listed_in_index_but_missing(data_dir, tmp_path, capsys):
@@ -122,15 +122,14 @@ def test_altered_shard_fails_verify_shards(data_dir, tmp_path, capsys):
 def test_other_format_version(data_dir, tmp_path, capsys):
     meta_path = Path(data_dir, "dataset.json")
     meta = json.loads(meta_path.read_text())
-    meta["format_version"] = 2
+    meta["format_version"] = 3
     meta_path.write_text(json.dumps(meta))
     err = _error(capsys, _argv(data_dir, tmp_path / "o"))
-    assert "version 2" in err and "this code reads 'weakly-shards' version 1" in err
+    assert "version 3" in err and "this code reads 'weakly-shards' versions 1, 2" in err
 
 
 def test_index_with_no_shards_for_the_split(data_dir, tmp_path, capsys):
-    path = Path(data_dir, "index", "shards.parquet")
-    pq.write_table(pq.read_table(path).schema.empty_table(), path)
+    write_index_table(data_dir, SHARDS, read_index(data_dir, SHARDS).schema.empty_table())
     assert "no shards for split" in _error(capsys, _argv(data_dir, tmp_path / "o"))
 
 
@@ -165,8 +164,8 @@ def test_resume_with_other_streams_is_refused(data_dir, tmp_path, capsys):
 def test_more_streams_than_shards_trains(data_dir, tmp_path):
     """Two ranks' worth of streams would be the same story: each deals itself every n-th visit
     of an endless sequence, so streams outnumbering shards only means shards are revisited."""
-    path = Path(data_dir, "index", "shards.parquet")
-    pq.write_table(pq.read_table(path).slice(0, 1), path)  # one shard left, two streams
+    one = read_index(data_dir, SHARDS).slice(0, 1)
+    write_index_table(data_dir, SHARDS, one)  # one shard left, two streams
     assert main(_argv(data_dir, tmp_path / "o", "--workers", "2", "--batch-size", "2")) == 0
 
 

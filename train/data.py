@@ -237,7 +237,7 @@ def iter_sample_keys(
 ) -> Iterator[str]:
     """The keys one rank's loader yields, in order, without reading a byte of any tar.
 
-    Uses index/samples.parquet in place of the tars. Agrees key for key with `TrainLoader`
+    Uses the samples index in place of the tars. Agrees key for key with `TrainLoader`
     built with the same arguments, except that the loader also drops samples whose JPEG does
     not decode (this function cannot know those without decoding).
     """

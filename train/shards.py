@@ -12,21 +12,20 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import fsspec
 import numpy as np
-import pyarrow.parquet as pq
+import pyarrow.compute as pc
 
+from weakly_base.index_tables import SAMPLES, SHARDS, index_dir, read_index
 from weakly_base.shard_format import (
     DATASET_JSON,
     DEFAULT_MAX_MEMBER_BYTES,
     FORMAT_NAME,
     FORMAT_VERSION,
     MEMBER_RE,
-    SAMPLES_INDEX,
-    SHARDS_INDEX,
     check_format,
     iter_tar_records,
 )
+from weakly_base.storage import Store
 
 # Re-exported: train.data, train.probe_data and tests import these from here.
 __all__ = [
@@ -55,7 +54,11 @@ class Sample:
 
 @dataclass(frozen=True)
 class ShardTable:
-    """The shards of one split, in `index/shards.parquet` order."""
+    """The shards of one split, sorted by file.
+
+    Sorted by the reader, not taken in stored order: a version-2 index is stored in weight-bucket
+    parts, so only a sort gives the sampler the same shard numbering on any layout (version 1
+    was written sorted by file, so its datasets sample exactly as before)."""
 
     files: tuple[str, ...]
     n: np.ndarray
@@ -73,8 +76,8 @@ class Dataset:
     def __init__(self, url: str, split: str = "train") -> None:
         self.url = str(url).rstrip("/")
         self.split = split
-        self.fs, self.root = fsspec.core.url_to_fs(self.url)
-        self.root = self.root.rstrip("/")
+        self.store = Store.at(self.url)
+        self.fs, self.root = self.store.fs, self.store.full("")
         meta_path = f"{self.root}/{DATASET_JSON}"
         if not self.fs.exists(meta_path):
             raise FileNotFoundError(
@@ -84,16 +87,17 @@ class Dataset:
             self.meta = json.load(f)
         check_format(self.meta, f"{self.url}/{DATASET_JSON}")
         self.wnids: list[str] = list(self.meta["vocabulary"]["wnids"])
-        with self.fs.open(f"{self.root}/{SHARDS_INDEX}", "rb") as f:
-            table = pq.read_table(f).to_pydict()
-        rows = [i for i, s in enumerate(table["split"]) if s == split]
+        table = read_index(self.store, SHARDS).to_pydict()
+        rows = sorted(
+            (i for i, s in enumerate(table["split"]) if s == split), key=lambda i: table["file"][i]
+        )
         if not rows:
-            raise ValueError(f"{self.url}/{SHARDS_INDEX}: no shards for split {split!r}")
+            raise ValueError(f"{self.url}/{index_dir(SHARDS)}: no shards for split {split!r}")
         self.shards = ShardTable(
             files=tuple(table["file"][i] for i in rows),
             n=np.asarray([table["n"][i] for i in rows], dtype=np.int64),
             weight_sum=np.asarray([table["weight_sum"][i] for i in rows], dtype=np.float64),
-            sha256=tuple(table["sha256"][i] or "" for i in rows) if "sha256" in table else (),
+            sha256=tuple(table["sha256"][i] or "" for i in rows),
         )
         if not (self.shards.weight_sum > 0).any():
             raise ValueError(f"{self.url}: every shard of split {split!r} has weight_sum 0")
@@ -121,13 +125,13 @@ class Dataset:
             yield from iter_tar_samples(f, max_member_bytes)
 
     def sample_index(self) -> dict[str, list[tuple[str, float]]]:
-        """Per shard file, its (key, weight) rows in key order, from index/samples.parquet."""
-        with self.fs.open(f"{self.root}/{SAMPLES_INDEX}", "rb") as f:
-            t = pq.read_table(f, columns=["key", "split", "shard", "weight"]).to_pydict()
+        """Per shard file, its (key, weight) rows in key order, from the samples index (one read
+        of the whole table: the caller visits every shard)."""
+        table = read_index(self.store, SAMPLES, columns=["key", "split", "shard", "weight"])
+        t = table.filter(pc.equal(table["split"], self.split)).to_pydict()
         out: dict[str, list[tuple[str, float]]] = {}
-        for key, split, shard, w in zip(t["key"], t["split"], t["shard"], t["weight"], strict=True):
-            if split == self.split:
-                out.setdefault(shard, []).append((key, float(w)))
+        for key, shard, w in zip(t["key"], t["shard"], t["weight"], strict=True):
+            out.setdefault(shard, []).append((key, float(w)))
         for rows in out.values():
             rows.sort()
         return out
@@ -167,7 +171,7 @@ def check_shard_files(dataset: Dataset, verify: bool = False) -> None:
     if missing:
         raise FileNotFoundError(
             f"{dataset.url}: {len(missing)} of {len(dataset.shards.files)} shards listed in "
-            f"{SHARDS_INDEX} are missing, e.g. {missing[0]}"
+            f"{index_dir(SHARDS)} are missing, e.g. {missing[0]}"
         )
     if not verify:
         return
@@ -180,5 +184,5 @@ def check_shard_files(dataset: Dataset, verify: bool = False) -> None:
         if want and h.hexdigest() != want:
             raise ValueError(
                 f"{dataset.url}/{file}: sha256 {h.hexdigest()[:12]}... differs from "
-                f"{SHARDS_INDEX} ({want[:12]}...); the shard was changed or truncated"
+                f"{index_dir(SHARDS)} ({want[:12]}...); the shard was changed or truncated"
             )

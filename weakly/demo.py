@@ -170,9 +170,7 @@ def run_demo(
     metrics = demo_report.read_metrics(out / "run")
     val_metrics = demo_report.read_val_metrics(out / "run")
     demo_report.loss_plot(metrics, out / "loss.png", len(dataset["vocabulary"]["wnids"]))
-    audit = demo_report.dedup_audit(
-        data / "manifest.parquet", out / "dataset/index/rejects.parquet"
-    )
+    audit = demo_report.dedup_audit(data / "manifest.parquet", out / "dataset")
     lexicon = load_lexicon("in1k")
     merges = demo_report.synonym_merges(data / "manifest.parquet", lexicon)
     merges += demo_report.synonym_merges(handwritten, lexicon)

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from weakly_base.index_tables import REJECTS, SAMPLES, read_index
+
 
 def markdown_table(headers: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
@@ -31,10 +33,11 @@ class DedupAudit:
     false_alarms: list[str]  # keys removed as eval copies that were not planted
 
 
-def dedup_audit(manifest: Path, rejects: Path) -> DedupAudit:
+def dedup_audit(manifest: Path, dataset_dir: Path) -> DedupAudit:
+    """Planted copies from the synth manifest against the dataset's rejects index."""
     rows = pq.read_table(manifest, columns=["key", "planted_from"]).to_pylist()
     planted = {r["key"]: r["planted_from"].split(":")[1] for r in rows if r["planted_from"]}
-    table = pq.read_table(rejects, columns=["key", "reason"]).to_pylist()
+    table = read_index(dataset_dir, REJECTS, columns=["key", "reason"]).to_pylist()
     removed = {r["key"] for r in table if r["reason"] == "eval_near_copy"}
     counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for key, how in planted.items():
@@ -60,9 +63,9 @@ def row_outcomes(manifest: Path, dataset_dir: Path, dataset: dict) -> list[tuple
     from the dataset's index: the synset names it was labelled with, or why it was rejected."""
     rows = [json.loads(line) for line in manifest.read_text(encoding="utf-8").splitlines()]
     names = dataset["vocabulary"]["names"]
-    samples = pq.read_table(dataset_dir / "index/samples.parquet", columns=["key", "labels"])
+    samples = read_index(dataset_dir, SAMPLES, columns=["key", "labels"])
     labels = dict(zip(samples["key"].to_pylist(), samples["labels"].to_pylist(), strict=True))
-    rejects = pq.read_table(dataset_dir / "index/rejects.parquet").to_pylist()
+    rejects = read_index(dataset_dir, REJECTS).to_pylist()
     why = {r["key"]: f"rejected: {r['reason']}" for r in rejects if r["key"]}
     out = []
     for row in rows:
@@ -173,8 +176,8 @@ def _canonicalisation_section(
             [[w, n, r, " ".join(f"`{t}`" for t in forms[:8])] for w, n, r, forms in merges],
         ),
         "",
-        "Hand-written rows of bundled photos, as ingested (labels read back from",
-        "`index/samples.parquet`, reasons from `index/rejects.parquet`):",
+        "Hand-written rows of bundled photos, as ingested (labels read back from the",
+        "`index/samples` table, reasons from `index/rejects`):",
         "",
         markdown_table(["photo", "raw hashtags", "labels after ingest (in1k)"], outcomes),
         "",

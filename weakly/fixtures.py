@@ -4,6 +4,9 @@ The trainer is tested against datasets written here rather than by the ingest jo
 need neither Ray nor WordNet; both writers use weakly_base/shard_format.py, so the two cannot
 drift apart. Images are real photographs (scikit-learn's and
 scikit-image's bundled samples) cropped and resized so that no two samples are alike.
+
+Fixtures are written in the current format version by default and in version 1 on request, so
+the trainer is tested on both index layouts it must read.
 """
 
 from __future__ import annotations
@@ -16,9 +19,11 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from PIL import Image
 
+from weakly_base import index_tables as tables
 from weakly_base import shard_format as fmt
 
 _POOL: list[np.ndarray] = []
@@ -143,7 +148,7 @@ def _weights(labels: list[list[int]], counts: np.ndarray) -> list[float]:
 
 
 def _write_shard(root: Path, split: str, bucket: int, n: int, records) -> tuple[dict, list]:
-    """One shard, its stats marker, and its rows of shards.parquet and samples.parquet."""
+    """One shard, its stats marker, and its rows of the shards and samples tables."""
     name = fmt.shard_name(split, bucket, n)
     data, keys = fmt.shard_bytes(records)
     (root / fmt.SHARD_DIR / name).write_bytes(data)
@@ -159,9 +164,9 @@ def _write_shard(root: Path, split: str, bucket: int, n: int, records) -> tuple[
     return {**stats, "file": rel}, samples
 
 
-def _dataset_json(wnids, names, counts, split, samples, shards, weights) -> dict:
+def _dataset_json(wnids, names, counts, split, samples, shards, weights, version) -> dict:
     return {
-        **fmt.dataset_header(),
+        **fmt.dataset_header(version),
         "hash_version": "weakly-phash-v1",
         "vocabulary": {"name": "fixture", "wnids": wnids, "names": names, "counts": counts},
         "weighting": {
@@ -196,6 +201,7 @@ def build_fixture(
     max_side: int = 96,
     image: Callable[[np.random.Generator, list[int]], bytes] | None = None,
     extra_meta: Callable[[list[int]], dict] | None = None,
+    format_version: int = fmt.FORMAT_VERSION,
 ) -> Path:
     """Write a complete dataset folder; returns its path.
 
@@ -205,10 +211,11 @@ def build_fixture(
     are not a decodable JPEG (their index rows are still written: the reader must cope).
     `image`, when given, draws each sample's JPEG from its labels (e.g. `colour_stripes_jpeg`);
     `extra_meta` adds fields to each sample json (e.g. a class for the linear probe).
+    `format_version` 1 writes the version-1 index (one file per table) instead of parts; the
+    same arguments give the same shards and rows either way.
     """
     root = Path(root)
     (root / fmt.SHARD_DIR).mkdir(parents=True, exist_ok=True)
-    (root / fmt.INDEX_DIR).mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     wnids = [f"n{9000000 + 37 * i:08d}" for i in range(classes)]
     names = [f"class{i}" for i in range(classes)]
@@ -241,15 +248,54 @@ def build_fixture(
             shard_rows.append(shard_row)
             sample_rows += rows
 
-    _write_table(root / fmt.SHARDS_INDEX, shard_rows, fmt.SHARDS_SCHEMA)
-    _write_table(root / fmt.SAMPLES_INDEX, sample_rows, fmt.SAMPLES_SCHEMA)
-    _write_table(root / fmt.REJECTS_INDEX, [], fmt.REJECTS_SCHEMA)
-    _write_table(root / fmt.EVAL_MATCHES_INDEX, [], fmt.EVAL_MATCHES_SCHEMA)
+    for name, rows in (
+        (tables.SHARDS, shard_rows),
+        (tables.SAMPLES, sample_rows),
+        (tables.REJECTS, []),
+        (tables.EVAL_MATCHES, []),
+    ):
+        table = pa.Table.from_pylist(rows, schema=tables.SCHEMAS[name])
+        write_index_table(root, name, table, format_version)
     (root / fmt.CONFIG_JSON).write_text(json.dumps({"fixture": True, "seed": seed}))
-    dataset = _dataset_json(wnids, names, counts.tolist(), split, samples, len(shard_rows), weights)
+    dataset = _dataset_json(
+        wnids, names, counts.tolist(), split, samples, len(shard_rows), weights, format_version
+    )
     (root / fmt.DATASET_JSON).write_text(json.dumps(dataset, indent=1))
     return root
 
 
-def _write_table(path: Path, rows: list[dict], schema) -> None:
-    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
+def _v2_parts(name: str, table: pa.Table) -> dict[str, pa.Table]:
+    """A table cut into version-2 parts: samples one part per shard (sorted by key), shards one
+    per weight bucket (sorted by file), the others one part (none when empty)."""
+    if name == tables.SAMPLES:
+        by, part_of, order = "shard", tables.samples_part, "key"
+    elif name == tables.SHARDS:
+        by, part_of, order = "bucket", tables.shards_part, "file"
+    else:
+        return {f"{tables.index_dir(name)}/fixture.parquet": table} if table.num_rows else {}
+    return {
+        part_of(value): table.filter(pc.equal(table[by], value)).sort_by(order)
+        for value in sorted(set(table[by].to_pylist()))
+    }
+
+
+def write_index_table(
+    root: str | os.PathLike, name: str, table: pa.Table, format_version: int | None = None
+) -> None:
+    """Write (or replace) one index table of a local dataset in `format_version`'s layout; None
+    means the version its dataset.json declares. Tests also use it to damage an index."""
+    root = Path(root)
+    if format_version is None:
+        format_version = json.loads((root / fmt.DATASET_JSON).read_text())["format_version"]
+    table = table.cast(tables.SCHEMAS[name])
+    folder, v1 = root / tables.index_dir(name), root / tables.v1_index_file(name)
+    v1.unlink(missing_ok=True)
+    for old in folder.glob("*.parquet") if folder.is_dir() else ():
+        old.unlink()
+    if format_version == 1:
+        v1.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, v1)
+        return
+    for rel, part in _v2_parts(name, table).items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(part, root / rel)

@@ -22,7 +22,10 @@ import numpy as np
 import pyarrow as pa
 
 FORMAT_NAME = "weakly-shards"
-FORMAT_VERSION = 1
+# Version 2 made each index table a folder of parquet parts (weakly_base/index_tables.py);
+# version 1 datasets (one parquet file per table) stay readable, so both are accepted.
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 TRAIN = "train"
 VAL = "val"
@@ -55,6 +58,9 @@ DATASET_JSON = "dataset.json"
 CONFIG_JSON = "config.json"
 SHARD_DIR = "shards"
 INDEX_DIR = "index"
+# The version-1 index files. Version 2 keeps each table in a folder of parts instead (the
+# names, parts and reading live in weakly_base/index_tables.py); these stay for v1 readers and
+# for writers until they switch.
 SHARDS_INDEX = f"{INDEX_DIR}/shards.parquet"
 SAMPLES_INDEX = f"{INDEX_DIR}/samples.parquet"
 REJECTS_INDEX = f"{INDEX_DIR}/rejects.parquet"
@@ -138,18 +144,23 @@ EVAL_MATCHES_SCHEMA = pa.schema(
 
 
 def check_format(meta: dict, where: str) -> None:
-    """Refuse a dataset.json of another format or version, saying what this code reads."""
+    """Refuse a dataset.json of another format or an unreadable version, saying what this code
+    reads."""
     fmt, version = meta.get("format"), meta.get("format_version")
-    if fmt != FORMAT_NAME or version != FORMAT_VERSION:
+    if fmt != FORMAT_NAME or type(version) is not int or version not in READABLE_VERSIONS:
+        readable = ", ".join(str(v) for v in READABLE_VERSIONS)
         raise ValueError(
             f"{where}: format {fmt!r} version {version!r}; this code reads {FORMAT_NAME!r} "
-            f"version {FORMAT_VERSION} (re-run ingest, or use a matching version of weakly)"
+            f"versions {readable} (re-run ingest, or use a matching version of weakly)"
         )
 
 
-def dataset_header() -> dict:
-    """The fields every dataset.json starts with."""
-    return {"format": FORMAT_NAME, "format_version": FORMAT_VERSION}
+def dataset_header(version: int = FORMAT_VERSION) -> dict:
+    """The fields every dataset.json starts with; `version` other than the current one only
+    for writing test fixtures of an older, still readable version."""
+    if version not in READABLE_VERSIONS:
+        raise ValueError(f"format version {version!r} is not one of {READABLE_VERSIONS}")
+    return {"format": FORMAT_NAME, "format_version": version}
 
 
 # -- tar members ----------------------------------------------------------------------------
@@ -197,7 +208,7 @@ def shard_bytes(records: Iterable[ShardRecord]) -> tuple[bytes, list[str]]:
 def shard_stats(
     file: str, data: bytes, n: int, split: str, bucket: int, weights: Iterable[float]
 ) -> dict:
-    """The per-shard stats: the `.stats.json` commit marker and the row of shards.parquet
+    """The per-shard stats: the `.stats.json` commit marker and the row of the shards index table
     (where `file` is prefixed with `shards/`).
 
     `weight_sum` is numpy's float64 sum of `weights` in the order given (pairwise summation,
