@@ -13,10 +13,13 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 
+from weakly_base.index_tables import EVAL_MATCHES, REJECTS, SAMPLES, SCHEMAS, SHARDS
 from weakly_base.shard_format import DATASET_JSON, VAL, dataset_header
 from weakly_base.storage import Store
 
+from . import work_layout as lay
 from .ingest_config import IngestConfig
+from .parquet_io import put_parquet
 from .phash import HASH_VERSION
 from .plan import Plan
 from .split import splits_for
@@ -79,6 +82,20 @@ def check_accounting(plan: Plan, totals: Pass2Totals) -> tuple[int, int]:
     return written, rejected
 
 
+def _fill_empty_tables(store: Store, plan: Plan, totals: Pass2Totals, written: int) -> None:
+    """One empty part with the schema for each table that no task wrote a part of (known from
+    the counts, without listing folders that may hold millions of parts)."""
+    empty = {
+        SAMPLES: written == 0,
+        SHARDS: not plan.buckets,
+        REJECTS: not plan.files,
+        EVAL_MATCHES: sum(totals.matches_by_set.values()) == 0,
+    }
+    for table, is_empty in empty.items():
+        if is_empty:
+            put_parquet(store, lay.empty_part(table), SCHEMAS[table].empty_table())
+
+
 def write_dataset_json(
     store: Store, plan: Plan, totals: Pass2Totals, config: IngestConfig, eval_index
 ) -> IngestSummary:
@@ -108,6 +125,7 @@ def write_dataset_json(
         },
         "manifests": plan.files,
     }
+    _fill_empty_tables(store, plan, totals, written)
     store.put(DATASET_JSON, json.dumps(dataset, indent=1, sort_keys=True).encode())
     return IngestSummary(
         out=store.url,

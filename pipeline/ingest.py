@@ -27,6 +27,7 @@ import math
 import os
 import time
 
+from weakly_base.index_tables import TABLES, v1_index_file
 from weakly_base.shard_format import CONFIG_JSON, DATASET_JSON
 from weakly_base.storage import Store
 
@@ -84,6 +85,8 @@ def _start(manifests, out, config: IngestConfig, options: RunOptions):
     files = [f if "://" in f else os.path.abspath(f) for f in files]
     prepare_out(store, config, options)
     store.remove(DATASET_JSON)  # not complete until rewritten at the end
+    for table in TABLES:  # a format-1 run of this config left whole-table files: superseded
+        store.remove(v1_index_file(table))
     ray = init_ray(options.address, options.num_cpus)
     lexicon = _load_lexicon(config)
     saved = Plan.load(store)

@@ -8,21 +8,15 @@ parts and `shards/` are the dataset (docs/FORMAT.md, format version 2).
 
 from __future__ import annotations
 
+from weakly_base.index_tables import EVAL_MATCHES, REJECTS, samples_part, shards_part
+from weakly_base.index_tables import index_dir as index_folder
 from weakly_base.shard_format import INDEX_DIR
+
+__all__ = ["samples_part", "shards_part"]  # the index's own part names, re-exported
 
 WORK = "_work"
 PLAN_JSON = "plan.json"  # the label plan, also written by --plan-only (user-facing)
 REPORT_PNG = f"{INDEX_DIR}/report.png"
-
-SAMPLES = "samples"
-SHARDS = "shards"
-REJECTS = "rejects"
-EVAL_MATCHES = "eval_matches"
-
-
-def index_folder(table: str) -> str:
-    """The v2 folder of one index table's parquet parts."""
-    return f"{INDEX_DIR}/{table}"
 
 
 def canonical_part(f: int) -> str:
@@ -96,11 +90,7 @@ def bucket_part(b: int, f: int, c: int) -> str:
     return f"{bucket_dir(b)}/{chunk_name(f, c)}.parquet"
 
 
-def samples_part(tar_name: str) -> str:
-    """One shard's rows of the samples index, named as the shard."""
-    return f"{index_folder(SAMPLES)}/{tar_name.removesuffix('.tar')}.parquet"
-
-
-def shards_part(b: int) -> str:
-    """Weight bucket `b`'s rows of the shards index."""
-    return f"{index_folder(SHARDS)}/b{b:02d}.parquet"
+def empty_part(table: str) -> str:
+    """The part written when a table has no rows at all, so plain pyarrow, pandas and duckdb
+    still find a folder with the table's schema."""
+    return f"{index_folder(table)}/none.parquet"
