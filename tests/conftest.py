@@ -20,6 +20,9 @@ from weakly.fixtures import build_fixture
 from wordnet_tools import WordNetNotFound, build_lexicon, load_lexicon
 from wordnet_tools.locate import cache_dir
 
+# `s3_server`: a real S3-compatible server (moto) per test module that asks for it.
+pytest_plugins = ["s3_server"]
+
 
 def _snapshot(folder):
     return {

@@ -8,6 +8,21 @@ object, and a resumed job trusts only objects that exist.
 
 A `Store` is a URL plus storage options, so it pickles small and each Ray task reopens the
 filesystem on its own node.
+
+On s3:// the endpoint, credentials and region come from the usual places (AWS_ENDPOINT_URL,
+AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, ~/.aws; botocore reads them itself) or from
+storage options (`endpoint_url`, `key`, `secret`, `client_kwargs`).
+
+Failing fast matters more than waiting out an outage, because a failed job resumes where it
+stopped. Unless the user says otherwise, a store opens s3 with a 5 s connect timeout
+(`S3_CONFIG_DEFAULTS`; botocore's is 60 s) and botocore's "standard" retries, 3 attempts
+(`S3_RETRY_DEFAULTS`; botocore's "legacy" mode makes 5). s3fs retries connection errors 5 times
+on top (`S3FileSystem.retries`, not a storage option). Measured with s3fs 2026.9: a refused
+connection fails in 1-5 s (the backoff is jittered; 6 s with botocore's defaults), an endpoint
+that never answers the connect in about 25 s (not measured with the defaults: minutes, at 60 s
+a connect attempt). Change them with storage options, merged key by key over the defaults:
+`{"config_kwargs": {"connect_timeout": 30, "retries": {"max_attempts": 10, "mode": "adaptive"}}}`;
+retries set through AWS_MAX_ATTEMPTS, AWS_RETRY_MODE or the AWS config file are left alone.
 """
 
 from __future__ import annotations
@@ -19,10 +34,20 @@ from functools import cached_property
 
 import fsspec
 
+# Unless the user configured them (storage options, AWS_* variables, the AWS config file): see
+# the module docstring for why and for the failure times they give.
+S3_CONFIG_DEFAULTS = {"connect_timeout": 5}
+S3_RETRY_DEFAULTS = {"mode": "standard", "max_attempts": 3}
+
 
 class StorageError(RuntimeError):
     """A read or write against the dataset's storage failed; the message is one line naming the
     object and the cause, and says that rerunning resumes."""
+
+
+class StorageNotFound(StorageError, FileNotFoundError):
+    """The object (or its bucket) does not exist. Also a FileNotFoundError, so code that opens
+    an object and handles "not there" the ordinary way keeps working."""
 
 
 def is_url(path: str) -> bool:
@@ -54,10 +79,43 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, PermissionError):
         return f"permission denied ({text})"
     if isinstance(exc, FileNotFoundError):
-        return f"not found: bucket or folder does not exist ({text})"
+        if "bucket" in text.lower():
+            return f"the bucket does not exist ({text})"
+        return f"not found ({text})"
     if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
+        where = f": {exc.filename}" if exc.filename else ""
+        return f"{exc.strerror}{where}"
     return f"{name}: {text}"
+
+
+def _one_line(text: str) -> str:
+    """Backends put newlines in their messages (XML bodies, tracebacks); a StorageError is read
+    in a job's one-line failure summary."""
+    return " ".join(text.split())
+
+
+def _s3_defaults(options: dict) -> dict:
+    """`options` with `S3_CONFIG_DEFAULTS` and `S3_RETRY_DEFAULTS` filled in where the user set
+    nothing. The user's `config_kwargs` win key by key; botocore ranks a Config above the
+    environment and the config file, so retries are only filled in when neither names them."""
+    config = dict(S3_CONFIG_DEFAULTS)
+    if not _retries_configured():
+        config["retries"] = dict(S3_RETRY_DEFAULTS)
+    config.update(options.get("config_kwargs") or {})
+    return {**options, "config_kwargs": config}
+
+
+def _retries_configured() -> bool:
+    """Whether AWS_MAX_ATTEMPTS/AWS_RETRY_MODE or the active AWS config profile set retries."""
+    if "AWS_MAX_ATTEMPTS" in os.environ or "AWS_RETRY_MODE" in os.environ:
+        return True
+    try:
+        import botocore.session
+
+        scoped = botocore.session.Session().get_scoped_config()
+    except Exception:  # noqa: BLE001 - a broken profile is reported when the store is used
+        return False
+    return "max_attempts" in scoped or "retry_mode" in scoped
 
 
 @dataclass(frozen=True)
@@ -75,9 +133,18 @@ class Store:
     def is_local(self) -> bool:
         return not is_url(self.url)
 
+    @property
+    def protocol(self) -> str:
+        return "file" if self.is_local else self.url.split("://", 1)[0]
+
     @cached_property
     def _fs_root(self) -> tuple:
-        fs, root = fsspec.core.url_to_fs(self.url, **self.storage_options)
+        """Opened in each process from the user's options (the defaults are applied here, not
+        stored, so a pickled Store carries only what the user said)."""
+        options = self.storage_options
+        if self.protocol in ("s3", "s3a"):
+            options = _s3_defaults(options)
+        fs, root = fsspec.core.url_to_fs(self.url, **options)
         return fs, root.rstrip("/")
 
     @property
@@ -106,7 +173,11 @@ class Store:
     # -- writing -------------------------------------------------------------------------------
 
     def put(self, rel: str, data: bytes) -> None:
-        """Write `data` as the whole object `rel`: complete or absent, never partial."""
+        """Write `data` as the whole object `rel`: complete or absent, never partial.
+
+        On s3 (s3fs 2026.9) an object of 100 MiB or more goes up as a multipart upload (parts of
+        50 MiB); one cut off before it completes stays invisible, but its parts are billed until
+        a bucket lifecycle rule (AbortIncompleteMultipartUpload) removes them."""
         try:
             if self.is_local:
                 _put_local(self.full(rel), data)
@@ -118,7 +189,7 @@ class Store:
     def remove(self, rel: str) -> None:
         """Delete one object if it exists."""
         try:
-            if self.fs.exists(self.full(rel)):
+            if self._exists(rel):
                 self.fs.rm_file(self.full(rel))
         except FileNotFoundError:
             pass
@@ -128,7 +199,7 @@ class Store:
     def remove_tree(self, rel: str = "") -> None:
         """Delete everything under `rel` (the whole dataset when empty)."""
         try:
-            if self.fs.exists(self.full(rel)):
+            if self._exists(rel):
                 self.fs.rm(self.full(rel), recursive=True)
         except FileNotFoundError:
             pass
@@ -137,6 +208,10 @@ class Store:
         self.refresh()
 
     # -- reading -------------------------------------------------------------------------------
+    #
+    # s3fs keeps a listing cache per filesystem instance (and fsspec shares instances between
+    # stores with equal options): an object another process wrote, replaced or deleted after a
+    # listing would stay invisible, or keep its old size. Every check below asks the server.
 
     def get(self, rel: str) -> bytes:
         try:
@@ -145,36 +220,64 @@ class Store:
             raise self.error("read", rel, exc) from None
 
     def open(self, rel: str):
-        """A binary file object for reading `rel`."""
-        return self.fs.open(self.full(rel), "rb")
+        """A binary file object for reading `rel`; a missing object raises StorageNotFound
+        (a FileNotFoundError)."""
+        try:
+            self.fs.invalidate_cache(self.full(rel))
+            return self.fs.open(self.full(rel), "rb")
+        except Exception as exc:  # noqa: BLE001
+            raise self.error("open", rel, exc) from None
 
     def exists(self, rel: str) -> bool:
+        try:
+            return self._exists(rel)
+        except Exception as exc:  # noqa: BLE001
+            raise self.error("check", rel, exc) from None
+
+    def _exists(self, rel: str) -> bool:
+        self.fs.invalidate_cache(self.full(rel))
         return bool(self.fs.exists(self.full(rel)))
 
     def size(self, rel: str) -> int | None:
         """The object's size in bytes, or None when it does not exist."""
         try:
+            self.fs.invalidate_cache(self.full(rel))
             return int(self.fs.size(self.full(rel)))
-        except (FileNotFoundError, OSError):
+        except FileNotFoundError:
             return None
+        except Exception as exc:  # noqa: BLE001
+            raise self.error("check", rel, exc) from None
 
     def list(self, rel: str = "") -> list[str]:
         """Names of the objects directly under folder `rel`, sorted; [] if there is none.
 
-        Object stores have no folders; a prefix with objects under it is one."""
+        Object stores have no folders; a prefix with objects under it is one. A missing bucket
+        is an error, not an empty folder: it is a typo or a wrong account, never a fresh run."""
+        path = self.full(rel)
         try:
-            entries = self.fs.ls(self.full(rel), detail=True, refresh=True)
-        except FileNotFoundError:
+            self.fs.invalidate_cache(path)
+            entries = self.fs.ls(path, detail=True)
+        except FileNotFoundError as exc:
+            self._check_bucket(rel, exc)
             return []
-        except TypeError:  # filesystems without a `refresh` argument
-            try:
-                entries = self.fs.ls(self.full(rel), detail=True)
-            except FileNotFoundError:
-                return []
+        except Exception as exc:  # noqa: BLE001
+            raise self.error("list", rel, exc) from None
         names = [
             posixpath.basename(e["name"].rstrip("/")) for e in entries if e.get("type") == "file"
         ]
         return sorted(n for n in names if not n.endswith(".tmp"))
+
+    def _check_bucket(self, rel: str, exc: FileNotFoundError) -> None:
+        """Raise for `exc` when the bucket (the first part of the root path) is missing."""
+        if self.is_local:
+            return
+        bucket = self._fs_root[1].split("/", 1)[0]
+        try:
+            present = self.fs.exists(bucket)
+        except Exception as probe:  # noqa: BLE001
+            raise self.error("list", rel, probe) from None
+        if not present:
+            raise self.error("list", rel, FileNotFoundError(f"no bucket named {bucket}"))
 
     def refresh(self) -> None:
         """Forget cached listings, so the next `list`/`exists` sees what another process wrote."""
@@ -183,9 +286,12 @@ class Store:
     # -- errors --------------------------------------------------------------------------------
 
     def error(self, action: str, rel: str, exc: BaseException) -> StorageError:
-        return StorageError(
-            f"could not {action} {self.url_of(rel)}: {_reason(exc)}; nothing partial was "
-            "committed, fix the cause and rerun the same command to resume"
+        kind = StorageNotFound if isinstance(exc, FileNotFoundError) else StorageError
+        return kind(
+            _one_line(
+                f"could not {action} {self.url_of(rel)}: {_reason(exc)}; nothing partial was "
+                "committed, fix the cause and rerun the same command to resume"
+            )
         )
 
     def check_writable(self) -> None:
