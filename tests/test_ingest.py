@@ -339,30 +339,57 @@ def test_trainer_reads_what_ingest_writes(ray_local, ingested, tmp_path):
     assert metrics[-1]["step"] == 3 and metrics[-1]["loss"] > 0
 
 
-def test_index_places_samples_where_the_shard_writers_reported():
-    """samples.parquet takes each sample's split and shard from write_bucket's report (here an
-    assignment no cut by position would give), and refuses a report that misses a sample."""
-    from pipeline.buckets import WrittenShard
-    from pipeline.index_writer import samples_table
+def test_shard_writer_indexes_exactly_what_each_tar_holds(tmp_path):
+    """Each shard's samples-index part is written by the task that writes the tar, from the
+    same rows: same keys in the same order, the shard's split and path, the rows' labels,
+    weights and hashes; the bucket's shards part lists every tar; the driver refuses totals
+    that do not add up."""
+    import tarfile
 
-    parts = pa.table(
-        {
-            "key": ["c", "a", "b", "x"], "source": ["m"] * 4, "row": [0, 1, 2, 3],
-            "labels": [[1], [2], [3], None], "weight": [1.0, 2.0, 3.0, None],
-            "phash": pa.array([7, 8, 9, None], pa.uint64()),
-            "reject": [None, None, None, "fetch_error"], "detail": [None, None, None, "404"],
-            "matches": [None] * 4,
-        }
-    )  # fmt: skip
-    shards = [
-        WrittenShard({"file": "val-00-000000.tar", "split": "val"}, ["c"]),
-        WrittenShard({"file": "train-03-000005.tar", "split": "train"}, ["a", "b"]),
-    ]
-    samples = samples_table(parts, shards).to_pylist()
-    assert [(s["key"], s["split"], s["shard"], s["labels"], s["weight"]) for s in samples] == [
-        ("a", "train", "shards/train-03-000005.tar", [2], 2.0),
-        ("b", "train", "shards/train-03-000005.tar", [3], 3.0),
-        ("c", "val", "shards/val-00-000000.tar", [1], 1.0),
-    ]
-    with pytest.raises(RuntimeError, match="shard assignment broken"):
-        samples_table(parts, shards[1:])
+    from pipeline.buckets import BUCKET_SCHEMA, write_bucket
+    from pipeline.index_writer import Pass2Totals, check_accounting
+    from pipeline.parquet_io import put_parquet
+    from pipeline.plan import Plan
+    from pipeline.work_layout import bucket_part
+    from weakly_base.index_tables import read_index, read_shard_samples
+    from weakly_base.storage import Store
+
+    store = Store.at(tmp_path / "ds")
+    rows = []
+    for c in range(2):
+        keys = [f"k{c}{i}" for i in range(5)]
+        part = pa.table(
+            {"key": keys, "weight": [0.5 + i for i in range(5)],
+             "meta": [json.dumps({"key": k, "labels": [i]}) for i, k in enumerate(keys)],
+             "jpeg": [k.encode() * 10 for k in keys], "labels": [[i] for i in range(5)],
+             "phash": pa.array([100 * c + i for i in range(5)], pa.uint64())},
+            schema=BUCKET_SCHEMA,
+        )  # fmt: skip
+        put_parquet(store, bucket_part(2, 0, c), part)
+        rows += part.to_pylist()
+    totals = write_bucket(store, 2, 3, holdout=0.3)
+    assert sum(t["samples"] for t in totals.values()) == 10 and set(totals) == {"train", "val"}
+    by_key = {r["key"]: r for r in rows}
+    shards = read_index(store, "shards").to_pylist()
+    assert sum(s["n"] for s in shards) == 10
+    for shard in shards:
+        with tarfile.open(tmp_path / "ds" / shard["file"]) as tar:
+            in_tar = [m.name[:-4] for m in tar.getmembers() if m.name.endswith(".jpg")]
+        indexed = read_shard_samples(store, shard["file"]).to_pylist()
+        assert [s["key"] for s in indexed] == in_tar == sorted(in_tar)
+        for s in indexed:
+            assert (s["split"], s["shard"]) == (shard["split"], shard["file"])
+            row = by_key[s["key"]]
+            assert (s["labels"], s["weight"], s["phash"]) == (row["labels"], row["weight"],
+                                                               row["phash"])  # fmt: skip
+
+    plan = Plan(files=["m"], rows=[10], live=[10], vocab="in1k", vocabulary=[], names=[],
+                counts=[], weighting={}, reference=1.0, buckets=[2], rejects_by_reason={},
+                partitions=1)  # fmt: skip
+    done = Pass2Totals()
+    done.add_chunk({"rows": 10, "written": {"2": 10}, "rejects": {}, "matches": {}})
+    done.add_bucket(totals)
+    assert check_accounting(plan, done) == (10, 0)
+    done.add_bucket({"train": {"samples": 1, "shards": 1, "weight_sum": 1.0, "bytes": 1}})
+    with pytest.raises(RuntimeError, match="row accounting broken"):
+        check_accounting(plan, done)
