@@ -29,7 +29,7 @@ import time
 
 from weakly_base.index_tables import TABLES, v1_index_file
 from weakly_base.shard_format import CONFIG_JSON, DATASET_JSON
-from weakly_base.storage import Store
+from weakly_base.storage import Store, normalise_url
 
 from . import work_layout as lay
 from .buckets import write_bucket
@@ -82,7 +82,7 @@ def _start(manifests, out, config: IngestConfig, options: RunOptions):
     """Output checked and claimed, Ray up, lexicon loaded, and the plan (loaded or made)."""
     store = Store.at(out, options.storage_options)
     files = list_manifest_files(manifests, options.storage_options)
-    files = [f if "://" in f else os.path.abspath(f) for f in files]
+    files = [normalise_url(f) for f in files]
     prepare_out(store, config, options)
     store.remove(DATASET_JSON)  # not complete until rewritten at the end
     for table in TABLES:  # a format-1 run of this config left whole-table files: superseded

@@ -1,7 +1,7 @@
 """The one shape of a per-row failure: a short machine-readable reason and a human detail.
 
 Fetching and image preparation raise subclasses of `RowReject`; the ingest job records
-`reason` and `detail` in `index/rejects.parquet` and goes on with the next row.
+`reason` and `detail` in `index/rejects/` and goes on with the next row.
 """
 
 from __future__ import annotations

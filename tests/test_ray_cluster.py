@@ -81,10 +81,21 @@ def test_cluster_ingest_equals_local_run(job_inputs, tmp_path, monkeypatch):
 
 
 def test_driver_side_paths_are_absolute_and_urls_untouched(tmp_path, monkeypatch):
-    """What makes the cluster run independent of the workers' cwd (pure function)."""
-    from pipeline.ingest import local_absolute
+    """What makes the cluster run independent of the workers' cwd (pure functions): the
+    driver makes every local path it hands out absolute, and tasks join manifest paths to the
+    driver's working directory, not their own."""
+    import pyarrow as pa
+
+    from pipeline.plan_tasks import _fetch_paths
+    from weakly_base.storage import normalise_url
 
     monkeypatch.chdir(tmp_path)
-    assert local_absolute("syn/manifest.parquet") == str(tmp_path / "syn" / "manifest.parquet")
-    assert local_absolute("/abs/m.jsonl") == "/abs/m.jsonl"
-    assert local_absolute("s3://bucket/m.parquet") == "s3://bucket/m.parquet"
+    assert normalise_url("syn/manifest.parquet") == str(tmp_path / "syn" / "manifest.parquet")
+    assert normalise_url("/abs/m.jsonl") == "/abs/m.jsonl"
+    assert normalise_url("s3://bucket/m.parquet") == "s3://bucket/m.parquet"
+    assert normalise_url("s3://bucket/ds/") == "s3://bucket/ds"
+    paths = pa.chunked_array([["img/a.jpg", "/abs/b.jpg", None, "s3://b/c.jpg", "../d.jpg"]])
+    assert _fetch_paths(paths, "/driver/cwd", rooted=False).to_pylist() == [
+        "/driver/cwd/img/a.jpg", "/abs/b.jpg", None, "s3://b/c.jpg", "/driver/d.jpg"
+    ]  # fmt: skip
+    assert _fetch_paths(paths, "/driver/cwd", rooted=True).to_pylist() == paths.to_pylist()
