@@ -90,9 +90,14 @@ def _start(manifests, out, config: IngestConfig, options: RunOptions):
     ray = init_ray(options.address, options.num_cpus)
     lexicon = _load_lexicon(config)
     saved = Plan.load(store)
-    if saved is not None and saved.files == files:
-        return store, ray, saved
-    return store, ray, run_plan(ray, store, files, config, lexicon, options)
+    if saved is None:
+        return store, ray, run_plan(ray, store, files, config, lexicon, options)
+    if saved.files != files:
+        raise ValueError(
+            f"{store.url} holds a plan over other manifests ({len(saved.files)} files, this run "
+            f"names {len(files)}); use --overwrite to start over, or another --out"
+        )
+    return store, ray, saved
 
 
 def _chunks(plan: Plan, store: Store, chunk_rows: int, totals: Pass2Totals, task, shared):

@@ -147,7 +147,7 @@ def process_chunk(
     store: Store, f: int, c: int, config: IngestConfig, counts, reference: float, eval_index
 ) -> dict:
     """Pass 2 for chunk c of file f; commits its outputs and returns its counts."""
-    rows = read_row_group(store, lay.labelled_part(f), c)
+    rows = read_row_group(store, *lay.chunk_location(f, c))
     records = chunk_records(rows, np.asarray(counts), reference, config)
     prepared_rows = _prepare_all(records, config)
     matches = _eval_matches(prepared_rows, eval_index, config.radius)

@@ -140,6 +140,8 @@ def _weight_edges(counts: np.ndarray, reference: float, config) -> np.ndarray:
 def run_plan(ray, store: Store, files: list[str], config, lexicon, options) -> Plan:
     """All rounds of pass 1; the plan is saved (and report.png written) before returning."""
     partitions = options.key_partitions or partition_count(store, files, options.storage_options)
+    for scratch in ("keys", "duplicates"):  # a pass 1 killed earlier may have used other files
+        store.remove_tree(f"{lay.WORK}/{scratch}")
     progress = options.progress
     cwd = os.getcwd()
     lex_ref = ray.put(lexicon)
@@ -194,7 +196,7 @@ def run_plan(ray, store: Store, files: list[str], config, lexicon, options) -> P
 
     counts_ref = ray.put(counts)
     refs = [
-        task(weigh_file).remote(store, f, counts_ref, reference, edges, config)
+        task(weigh_file).remote(store, f, live[f], counts_ref, reference, edges, config)
         for f in range(len(files))
     ]
     fold_results(ray, refs, "pass 1: weights", progress, took_weights)

@@ -221,7 +221,10 @@ def label_file(
         )
         .append_column("labels", labels)
     )
-    put_parquet(store, lay.labelled_part(f), labelled, row_group_size=config.chunk_rows)
+    part_rows = config.chunk_rows * lay.CHUNKS_PER_PART
+    for j, start in enumerate(range(0, labelled.num_rows, part_rows)):
+        part = labelled.slice(start, part_rows)
+        put_parquet(store, lay.labelled_part(f, j), part, row_group_size=config.chunk_rows)
     used = np.flatnonzero(counts)
     reasons = Counter(
         r.partition(": ")[0]
@@ -244,9 +247,20 @@ def row_weights(labels: pa.Array, counts: np.ndarray, config) -> np.ndarray:
     return image_weights(parents, codes, counts, len(labels), config.weighting)
 
 
-def weigh_file(store: Store, f: int, counts: np.ndarray, reference: float, edges, config) -> dict:
+def read_labelled(store: Store, f: int, live: int, chunk_rows: int, columns=None) -> pa.Table:
+    """All of file `f`'s labelled rows (`live` of them, none when 0), in order."""
+    parts = [read_parquet(store, p, columns) for p in lay.labelled_parts(f, live, chunk_rows)]
+    if parts:
+        return pa.concat_tables(parts)
+    return pa.table({"labels": pa.array([], pa.list_(pa.int32()))})  # what weigh_file reads
+
+
+def weigh_file(
+    store: Store, f: int, live: int, counts: np.ndarray, reference: float, edges, config
+) -> dict:
     """Round 5 for file `f`: weighted synset shares, a log10-weight histogram, buckets used."""
-    labels = read_parquet(store, lay.labelled_part(f), ["labels"])["labels"].combine_chunks()
+    labels = read_labelled(store, f, live, config.chunk_rows, ["labels"])["labels"]
+    labels = labels.combine_chunks()
     weights = row_weights(labels, counts, config)
     parents = pc.list_parent_indices(labels).to_numpy(zero_copy_only=False).astype(np.int64)
     codes = pc.list_flatten(labels).to_numpy(zero_copy_only=False).astype(np.int64)

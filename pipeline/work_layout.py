@@ -51,9 +51,26 @@ def duplicates_done(k: int) -> str:
     return f"{WORK}/duplicates/done-k{k:04d}.json"
 
 
-def labelled_part(f: int) -> str:
-    """The live rows of file `f`, labels cut to the vocabulary (row group c = pass-2 chunk c)."""
-    return f"{WORK}/labelled/f{f:06d}.parquet"
+# Chunks per labelled part: a parquet footer grows with its row groups, and every pass-2 task
+# reads one, so a million-row file is cut into parts of 64 chunks (a few kB of footer each).
+CHUNKS_PER_PART = 64
+
+
+def labelled_part(f: int, j: int) -> str:
+    """Part j of file `f`'s live rows, labels cut to the vocabulary: its row group g is pass-2
+    chunk j * CHUNKS_PER_PART + g."""
+    return f"{WORK}/labelled/f{f:06d}-p{j:05d}.parquet"
+
+
+def chunk_location(f: int, c: int) -> tuple[str, int]:
+    """(labelled part, row group) of pass-2 chunk c of file f."""
+    return labelled_part(f, c // CHUNKS_PER_PART), c % CHUNKS_PER_PART
+
+
+def labelled_parts(f: int, live: int, chunk_rows: int) -> list[str]:
+    """Every labelled part of file `f`, which has `live` rows."""
+    chunks = -(-live // chunk_rows)
+    return [labelled_part(f, j) for j in range(-(-chunks // CHUNKS_PER_PART))]
 
 
 def pass1_rejects_part(f: int) -> str:

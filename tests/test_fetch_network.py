@@ -260,7 +260,7 @@ def test_out_of_order_completion_writes_the_same_bytes(server, tmp_path, monkeyp
             image=ImageConfig(image_size=64),
         )
         store = Store.at(tmp_path / name)
-        put_parquet(store, labelled_part(0), _chunk(server.url))
+        put_parquet(store, labelled_part(0, 0), _chunk(server.url))
         # synset counts 100, 400, 1600, 6400: four weights a factor 2 apart, four buckets
         counts, reference = np.array([100, 400, 1600, 6400]), 0.1
         done = pass2.process_chunk(store, 0, 0, config, counts, reference, None)

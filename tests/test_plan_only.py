@@ -66,3 +66,16 @@ def test_plan_only_into_a_different_job_is_refused(
     assert main(_argv(synth_manifest, out, lexicon_dir, "--plan-only", "--vocab", "nouns")) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "different config" in err and str(out) in err
+    other = tmp_path / "other.parquet"
+    other.write_bytes(open(synth_manifest, "rb").read())
+    argv = _argv(synth_manifest, out, lexicon_dir, "--plan-only")
+    err = _one_line(capsys, [*argv[:2], str(other), *argv[2:]])
+    assert "other manifests" in err and "--overwrite" in err
+
+
+def _one_line(capsys, argv) -> str:
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err

@@ -20,7 +20,7 @@ from pipeline.manifest import Columns
 from pipeline.parquet_io import read_parquet
 from pipeline.pass1 import pass1_file, plan_labels
 from pipeline.plan import Plan, run_plan
-from pipeline.plan_tasks import row_weights
+from pipeline.plan_tasks import read_labelled, row_weights
 from pipeline.weights import WeightConfig
 from weakly_base.storage import Store
 
@@ -44,7 +44,7 @@ def _rows(seed: int, n: int, prefix: str) -> list[dict]:
 def manifests(tmp_path_factory):
     root = tmp_path_factory.mktemp("manifests")
     files = []
-    for f, (fmt, n) in enumerate([("parquet", 120), ("jsonl", 90), ("parquet", 150)]):
+    for f, (fmt, n) in enumerate([("parquet", 120), ("jsonl", 90), ("parquet", 300)]):
         rows = _rows(f, n, f"f{f}-")
         if f == 1:  # a rejected row whose key a later live row of another file reuses
             rows[0] = {"key": "dupofrejected", "url": None, "tags": ["beagle"]}
@@ -74,7 +74,7 @@ def _distributed(ray, files, config, lexicon, out, partitions) -> tuple[Store, P
 
 
 CONFIGS = {
-    "in1k": IngestConfig(),
+    "in1k": IngestConfig(chunk_rows=1),  # 64 rows per labelled part: files span parts
     "top5-noise": IngestConfig(vocab="top:5", label_noise=0.3, seed=3),
     "nouns-mean": IngestConfig(vocab="nouns", weighting=WeightConfig(reduce="mean")),
 }
@@ -96,7 +96,11 @@ def test_rounds_decide_what_one_process_decides(
     assert plan.to_fetch > 50 and plan.input_rows - plan.to_fetch > 50
 
     labelled = pa.concat_tables(
-        [read_parquet(store, lay.labelled_part(f)) for f in range(len(manifests))]
+        [
+            read_labelled(store, f, plan.live[f], config.chunk_rows)
+            for f in range(len(manifests))
+            if plan.live[f]
+        ]
     )
     live = np.flatnonzero(ref.live)
     assert labelled["key"].to_pylist() == ref.keys.take(pa.array(live)).to_pylist()
@@ -126,6 +130,8 @@ def test_rounds_decide_what_one_process_decides(
     assert buckets_of(weights, plan.reference).tolist() == ref.buckets[live].tolist()
     assert store.exists(lay.REPORT_PNG) and store.get(lay.REPORT_PNG)[:4] == b"\x89PNG"
     assert Plan.load(store) == plan
+    if config.chunk_rows == 1:
+        assert max(plan.live) > lay.CHUNKS_PER_PART, "a file spans several labelled parts"
 
 
 def test_key_partitions_are_stable_and_spread():
@@ -140,3 +146,11 @@ def test_key_partitions_are_stable_and_spread():
 
 
 PINNED = [8777055843625058441, 1072612367759560479]
+
+
+def test_chunks_map_to_labelled_parts_and_row_groups():
+    assert lay.chunk_location(3, 130) == (lay.labelled_part(3, 2), 2)
+    assert lay.labelled_parts(3, live=129, chunk_rows=2) == [
+        lay.labelled_part(3, 0), lay.labelled_part(3, 1)
+    ]  # fmt: skip
+    assert lay.labelled_parts(3, live=0, chunk_rows=2) == []
