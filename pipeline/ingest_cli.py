@@ -39,7 +39,9 @@ def _add_ingest_arguments(p: argparse.ArgumentParser) -> None:
         nargs="*",
         help="manifest files or folders (parquet/jsonl/csv/tsv[.gz], fsspec URLs)",
     )
-    p.add_argument("--out", help="output dataset folder")
+    p.add_argument(
+        "--out", help="output dataset: a folder or any fsspec URL (s3://bucket/ds, gs://, az://)"
+    )
     p.add_argument("--config", help="YAML/JSON file with any of these options")
     p.add_argument("--vocab", default="in1k", help="in1k | nouns | top:K (default in1k)")
     p.add_argument("--weighting", default="inv-sqrt", choices=SCHEMES)
@@ -54,7 +56,9 @@ def _add_ingest_arguments(p: argparse.ArgumentParser) -> None:
         help="fraction of samples (chosen by key hash) written as `val` shards",
     )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--eval-index", help="eval index file from 'weakly eval-index build'")
+    p.add_argument(
+        "--eval-index", help="eval index from 'weakly eval-index build' (a file or fsspec URL)"
+    )
     p.add_argument("--radius", type=int, help="dedup Hamming radius (default: the index's)")
     p.add_argument("--image-size", type=int, default=256, help="shorter side after resizing")
     p.add_argument("--resize-mode", default="shorter", choices=RESIZE_MODES)
