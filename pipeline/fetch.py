@@ -1,7 +1,10 @@
 """Fetching image bytes: http(s) URLs, local or fsspec paths, inline bytes.
 
 Failures raise `FetchError` with a short machine-readable reason (`http_404`, `timeout`,
-`too_large`, `short_body`, `missing_file`, `bad_scheme`, ...) that lands in the rejects table.
+`too_large`, `short_body`, `missing_file`, `bad_scheme`, `blocked_address`, ...) that lands in
+the rejects table. Every address connected to is checked against the network policy
+(pipeline/net_policy.py), and http(s) `path` URLs are fetched here too, not by fsspec, so that
+they get the policy, the redirect checks and the bounds.
 Time and memory per row are bounded: a socket timeout per read, an overall deadline enforced by
 a watchdog that shuts the sockets (so a server dripping bytes cannot hold a row), a byte cap.
 
@@ -23,7 +26,7 @@ from urllib.parse import urlsplit
 import fsspec
 
 from .fetch_config import DEFAULT_FETCH, USER_AGENT, FetchConfig, FetchError
-from .http_session import Session
+from .http_session import Session, check_target
 
 __all__ = [
     "USER_AGENT",
@@ -78,7 +81,29 @@ def fetch_url(
         return own.fetch(url, config)
 
 
+# fsspec protocols whose URLs name a network host the library connects to itself
+HOST_PROTOCOLS = ("ftp", "sftp", "ssh", "smb", "webhdfs", "hdfs", "http", "https")
+
+
+def _check_hosts(path: str, config: FetchConfig) -> None:
+    """A `path` URL that fsspec would open by connecting to a host (ftp://, sftp://, a chained
+    `simplecache::http://...`): the host's addresses are checked against the network policy
+    first (`check_target`: fsspec resolves the host again when it connects)."""
+    if "://" not in path:
+        return
+    for part in path.split("::"):
+        parts = urlsplit(part)
+        if parts.scheme not in HOST_PROTOCOLS or not parts.hostname:
+            continue
+        try:
+            port = parts.port or 0
+        except ValueError:
+            raise FetchError("bad_url", f"bad port in {part[:100]}") from None
+        check_target(parts.hostname, port, config.network_policy)
+
+
 def fetch_path(path: str, config: FetchConfig = DEFAULT_FETCH) -> bytes:
+    _check_hosts(path, config)
     try:
         with fsspec.open(path, "rb") as handle:
             data = handle.read(config.max_bytes + 1)
@@ -108,7 +133,10 @@ def fetch_one(
         if url:
             return fetch_url(url, config, session)
         if path:
-            return fetch_path(resolve_path(path, config.path_root), config)
+            resolved = resolve_path(path, config.path_root)
+            if urlsplit(resolved).scheme in ("http", "https"):  # our fetcher: policy, redirects
+                return fetch_url(resolved, config, session)
+            return fetch_path(resolved, config)
         raise FetchError("no_image", "row has no url, path or image bytes")
     except FetchError as exc:
         return exc

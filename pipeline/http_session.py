@@ -6,6 +6,7 @@ standard library's `http.client` (faster here than urllib3, BENCHMARKS.md)."""
 from __future__ import annotations
 
 import email.utils
+import functools
 import heapq
 import http.client
 import itertools
@@ -20,6 +21,7 @@ import urllib.request
 from urllib.parse import quote, urljoin, urlsplit
 
 from .fetch_config import DEFAULT_FETCH, USER_AGENT, FetchConfig, FetchError
+from .net_policy import NetworkPolicy
 
 DNS_TTL = 30.0  # seconds a resolved host name is reused
 DNS_FAIL_TTL = 1.0  # a failed lookup is reused this long (a burst of rows of a dead host)
@@ -140,10 +142,18 @@ class _DnsCache:
 DNS = _DnsCache()
 
 
-def _connect(address: tuple[str, int], timeout, source_address=None) -> socket.socket:
-    """`socket.create_connection` over the cached addresses."""
+def _connect(
+    address: tuple[str, int], timeout, source_address=None, policy: NetworkPolicy | None = None
+) -> socket.socket:
+    """`socket.create_connection` over the cached addresses, each checked against `policy`
+    before it is connected to: the address checked is the address connected to."""
     error: OSError | None = None
+    blocked: str | None = None
     for family, kind, proto, _, sockaddr in DNS.resolve(*address):
+        why = policy.blocked(sockaddr[0]) if policy is not None else None
+        if why is not None:
+            blocked = blocked or why
+            continue
         sock = socket.socket(family, kind, proto)
         try:
             sock.settimeout(timeout)
@@ -154,13 +164,31 @@ def _connect(address: tuple[str, int], timeout, source_address=None) -> socket.s
         except OSError as exc:
             sock.close()
             error = exc
+    if error is None and blocked is not None:
+        raise FetchError("blocked_address", f"{address[0][:60]}: {blocked}")
     raise error or OSError(f"no address for {address[0]}")
 
 
+def check_target(host: str, port: int, policy: NetworkPolicy) -> None:
+    """For a connection made by someone else (a proxy, another library): every address `host`
+    resolves to here must be allowed. The other party resolves it again, so this narrows what a
+    manifest can reach but, unlike `_connect`, does not close the DNS-rebinding gap. A host
+    that does not resolve here is left to the other party."""
+    try:
+        infos = DNS.resolve(host, port)
+    except OSError:
+        return
+    for *_, sockaddr in infos:
+        why = policy.blocked(sockaddr[0])
+        if why is not None:
+            raise FetchError("blocked_address", f"{host[:60]}: {why}")
+
+
 class _HttpConnection(http.client.HTTPConnection):
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args, policy: NetworkPolicy | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self._create_connection = _connect  # http.client's hook for opening the socket
+        # http.client's hook for opening the socket
+        self._create_connection = functools.partial(_connect, policy=policy)
 
 
 _SSL: ssl.SSLContext | None = None
@@ -174,9 +202,9 @@ def _ssl_context() -> ssl.SSLContext:
 
 
 class _HttpsConnection(http.client.HTTPSConnection):
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args, policy: NetworkPolicy | None = None, **kwargs) -> None:
         super().__init__(*args, context=_ssl_context(), **kwargs)
-        self._create_connection = _connect
+        self._create_connection = functools.partial(_connect, policy=policy)
 
 
 def _dropped(sock: socket.socket | None) -> bool:
@@ -250,7 +278,7 @@ class Session:
         self.timeout = config.timeout
         self.max_idle = max(1, config.per_host or config.threads)
         self.opened = 0  # connections opened, for tests and benchmarks
-        # (scheme, host, port[, proxy host, proxy port]) -> idle connections
+        # (policy, (scheme, host, port[, proxy host, proxy port])) -> idle connections
         self._idle: dict[tuple, list[http.client.HTTPConnection]] = {}
         self._slots: dict[str, threading.BoundedSemaphore] = {}
         self._lock = threading.Lock()
@@ -331,8 +359,10 @@ class Session:
             raise FetchError("bad_url", f"no host in {url[:100]}")
         key = (parts.scheme, host, port or (443 if parts.scheme == "https" else 80))
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        policy = config.network_policy
         proxy = self.proxy_for(parts.scheme, host)
-        if proxy is not None:
+        if proxy is not None:  # the proxy connects to the host: check it as resolved here
+            check_target(host, key[2], policy)
             key = (*key, *proxy)
             if parts.scheme == "http":  # a forward proxy takes the absolute URL
                 target = f"http://{parts.netloc}{target}"
@@ -345,46 +375,50 @@ class Session:
         try:
             if row.deadline is None:
                 row.deadline = time.monotonic() + config.deadline
-            return self._exchange(key, target, config, row.deadline)
+            return self._exchange((policy, key), target, config, row.deadline)
         finally:
             if slot is not None:
                 slot.release()
 
-    def _checkout(self, key: tuple) -> tuple[http.client.HTTPConnection, bool]:
+    def _checkout(self, pool: tuple) -> tuple[http.client.HTTPConnection, bool]:
+        """An idle connection of `pool` = (network policy, (scheme, host, port[, proxy])), or
+        a new one whose addresses that policy checks (a proxy's own address is the user's
+        choice and is not checked)."""
         while True:
             with self._lock:
-                idle = self._idle.get(key)
+                idle = self._idle.get(pool)
                 conn = idle.pop() if idle else None
             if conn is None:
                 break
             if not _dropped(conn.sock):
                 return conn, True
             conn.close()
+        policy, key = pool
         cls = _HttpsConnection if key[0] == "https" else _HttpConnection
         with self._lock:
             self.opened += 1
         if len(key) == 3:
-            return cls(key[1], key[2], timeout=self.timeout), False
+            return cls(key[1], key[2], timeout=self.timeout, policy=policy), False
         conn = cls(key[3], key[4], timeout=self.timeout)  # through the proxy
         if key[0] == "https":
             conn.set_tunnel(key[1], key[2])  # CONNECT; TLS and its checks end to end
         return conn, False
 
-    def _checkin(self, key: tuple, conn: http.client.HTTPConnection) -> None:
+    def _checkin(self, pool: tuple, conn: http.client.HTTPConnection) -> None:
         with self._lock:
-            idle = self._idle.setdefault(key, [])
+            idle = self._idle.setdefault(pool, [])
             if len(idle) < self.max_idle:
                 idle.append(conn)
                 return
         conn.close()
 
     def _exchange(
-        self, key: tuple, target: str, config: FetchConfig, deadline: float
+        self, pool: tuple, target: str, config: FetchConfig, deadline: float
     ) -> bytes | _Redirect:
         """One request on a pooled or new connection; the connection goes back to the pool
         only when the response was read to its end, without error, within the deadline."""
         for _ in range(2):  # a stale reused connection gets one retry on a new one
-            conn, reused = self._checkout(key)
+            conn, reused = self._checkout(pool)
             watchdog = _Watchdog(deadline)
             try:
                 result, reusable = _talk(conn, target, config, deadline, watchdog, reused)
@@ -404,7 +438,7 @@ class Session:
                 conn.close()
                 raise _timeout(config)
             if reusable:
-                self._checkin(key, conn)
+                self._checkin(pool, conn)
             else:
                 conn.close()
             if isinstance(result, FetchError):

@@ -25,6 +25,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import posixpath
+import sys
 import time
 
 from weakly_base.index_tables import TABLES, v1_index_file
@@ -36,6 +38,7 @@ from .buckets import write_bucket
 from .index_writer import Pass2Totals, write_dataset_json
 from .ingest_config import IngestConfig, RunOptions
 from .manifest import list_manifest_files
+from .output_lock import hold_output
 from .pass2 import process_chunk
 from .plan import Plan, run_plan
 from .ray_tasks import fold_results, init_ray, run_windowed
@@ -55,10 +58,11 @@ def _load_lexicon(config: IngestConfig):
 
 def prepare_out(store: Store, config: IngestConfig, options: RunOptions) -> None:
     """Check that the output is writable and empty or holds a run of this same config, and
-    record the config there."""
+    record the config there. The caller holds the output's writer lock (pipeline/output_lock.py):
+    `--overwrite` deletes everything but that lock, so it never deletes what a live run holds."""
     wanted = json.dumps(config.as_dict(), sort_keys=True, indent=2)
     if options.overwrite:
-        store.remove_tree()
+        _clear(store)
     store.check_writable()
     if store.exists(CONFIG_JSON):
         if store.get(CONFIG_JSON).decode() != wanted:
@@ -66,23 +70,47 @@ def prepare_out(store: Store, config: IngestConfig, options: RunOptions) -> None
                 f"{store.url} holds a job with a different config; use --overwrite to start "
                 "over, or another --out"
             )
-    elif _has_entries(store):
+    elif _entries(store):
         raise ValueError(f"{store.url} is not empty and is not a weakly output; use a new --out")
     store.put(CONFIG_JSON, wanted.encode())
 
 
-def _has_entries(store: Store) -> bool:
+def _entries(store: Store, rel: str = "") -> list[str]:
+    """Names of the files and folders under `rel` (relative to the root), the writer lock and
+    the folder that holds only it left out."""
+    store.refresh()
     try:
-        return bool(store.fs.ls(store.full(""), detail=False))
+        found = store.fs.ls(store.full(rel), detail=False)
     except FileNotFoundError:
-        return False
+        return []
+    prefix = f"{rel}/" if rel else ""
+    names = [prefix + posixpath.basename(str(p).rstrip("/")) for p in found]
+    names = [n for n in names if n != lay.WRITER_LOCK]
+    if lay.WORK in names and not _entries(store, lay.WORK):
+        names.remove(lay.WORK)
+    return names
 
 
-def _start(manifests, out, config: IngestConfig, options: RunOptions):
-    """Output checked and claimed, Ray up, lexicon loaded, and the plan (loaded or made)."""
+def _clear(store: Store) -> None:
+    """Everything under the output but the writer lock (`--overwrite`)."""
+    for name in _entries(store):
+        if name == lay.WORK:
+            for inner in _entries(store, lay.WORK):
+                store.remove_tree(inner)
+        else:
+            store.remove_tree(name)
+
+
+def _open_output(manifests, out, options: RunOptions) -> tuple[Store, list[str]]:
+    """The output's store and the manifest files, listed before the output is touched."""
     store = Store.at(out, options.storage_options)
     files = list_manifest_files(manifests, options.storage_options)
-    files = [normalise_url(f) for f in files]
+    return store, [normalise_url(f) for f in files]
+
+
+def _start(store: Store, files: list[str], config: IngestConfig, options: RunOptions):
+    """Output checked and claimed (under the writer lock), Ray up, lexicon loaded, and the
+    plan (loaded or made)."""
     prepare_out(store, config, options)
     store.remove(DATASET_JSON)  # not complete until rewritten at the end
     for table in TABLES:  # a format-1 run of this config left whole-table files: superseded
@@ -91,13 +119,17 @@ def _start(manifests, out, config: IngestConfig, options: RunOptions):
     lexicon = _load_lexicon(config)
     saved = Plan.load(store)
     if saved is None:
-        return store, ray, run_plan(ray, store, files, config, lexicon, options)
+        return ray, run_plan(ray, store, files, config, lexicon, options)
     if saved.files != files:
         raise ValueError(
             f"{store.url} holds a plan over other manifests ({len(saved.files)} files, this run "
             f"names {len(files)}); use --overwrite to start over, or another --out"
         )
-    return store, ray, saved
+    return ray, saved
+
+
+def _say(line: str) -> None:
+    print(f"weakly ingest: {line}", file=sys.stderr, flush=True)
 
 
 def _chunks(plan: Plan, store: Store, chunk_rows: int, totals: Pass2Totals, task, shared):
@@ -142,7 +174,11 @@ def plan(
 ) -> Plan:
     """Pass 1 only (`--plan-only`): `plan.json` and `index/report.png` in `out`, no image
     fetched; `ingest` with the same config later starts from this plan."""
-    _, _, result = _start(manifests, out, config, options or RunOptions())
+    options = options or RunOptions()
+    store, files = _open_output(manifests, out, options)
+    with hold_output(store, options.lease_seconds, _say) as lock:
+        _, result = _start(store, files, config, options)
+        lock.check()
     return result
 
 
@@ -152,14 +188,19 @@ def ingest(
     config: IngestConfig,
     options: RunOptions | None = None,
 ) -> IngestSummary:
-    """Run the whole job; rerunning the same call after a crash finishes what is missing."""
+    """Run the whole job; rerunning the same call after a crash finishes what is missing.
+    The output's writer lock is held from the first look at the output to the last write."""
     options = options or RunOptions()
     start = time.perf_counter()
     eval_index = _load_eval_index(config, options)
-    store, ray, job_plan = _start(manifests, out, config, options)
-    totals = _run_pass2(ray, store, job_plan, config, eval_index, options)
-    _run_shards(ray, store, job_plan, config, totals, options)
-    summary = write_dataset_json(store, job_plan, totals, config, eval_index)
+    store, files = _open_output(manifests, out, options)
+    with hold_output(store, options.lease_seconds, _say) as lock:
+        ray, job_plan = _start(store, files, config, options)
+        totals = _run_pass2(ray, store, job_plan, config, eval_index, options)
+        lock.check()
+        _run_shards(ray, store, job_plan, config, totals, options)
+        lock.check()  # dataset.json says "complete": never from a run that lost the output
+        summary = write_dataset_json(store, job_plan, totals, config, eval_index)
     elapsed = time.perf_counter() - start
     summary.seconds = elapsed
     summary.images_per_second = summary.input_rows / elapsed if elapsed > 0 else 0.0

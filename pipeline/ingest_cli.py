@@ -13,6 +13,8 @@ from .fetch import FetchConfig
 from .images import RESIZE_MODES, ImageConfig
 from .ingest import IngestConfig, RunOptions, ingest, plan
 from .manifest import Columns
+from .net_policy import parse_networks
+from .output_lease import DEFAULT_LEASE_SECONDS
 from .weights import REDUCERS, SCHEMES, WeightConfig
 
 
@@ -30,6 +32,20 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text}: use a number >= 1")
+    return value
+
+
+def _networks(text: str) -> tuple[str, ...]:
+    try:
+        return parse_networks(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text}: use a number > 0")
     return value
 
 
@@ -82,6 +98,23 @@ def _add_ingest_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--path-root", help="manifest paths are relative to this folder and may not leave it"
     )
+    p.add_argument(
+        "--deny-networks",
+        type=_networks,
+        metavar="CIDRS",
+        help="do not connect to these networks (comma-separated CIDR), nor to the link-local "
+        "and cloud metadata ones denied by default (169.254.0.0/16, fe80::/10, "
+        "fd00:ec2::254/128); checked on the resolved address of every connection, redirect hop "
+        "and http(s) `path`; such rows are rejected `blocked_address`. E.g. "
+        "127.0.0.0/8,::1/128,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7",
+    )
+    p.add_argument(
+        "--allow-networks",
+        type=_networks,
+        metavar="CIDRS",
+        help="connect to these networks even where denied (by default or --deny-networks): "
+        "an allowed network beats a denied one",
+    )
     p.add_argument("--key-column", default="key")
     p.add_argument("--url-column", default="url")
     p.add_argument("--path-column", default="path")
@@ -95,7 +128,20 @@ def _add_ingest_arguments(p: argparse.ArgumentParser) -> None:
         "--address", help="Ray cluster address (auto, ray://host:port); default: local Ray"
     )
     p.add_argument("--num-cpus", type=int, help="CPUs for the local Ray (default: all)")
-    p.add_argument("--overwrite", action="store_true", help="delete OUT and start over")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="delete OUT and start over (refused while another run writes OUT)",
+    )
+    p.add_argument(
+        "--lease-seconds",
+        type=_positive_float,
+        default=DEFAULT_LEASE_SECONDS,
+        metavar="S",
+        help="object-store OUT: the writer lease, renewed every S/3 s, lets another run take "
+        "over S s after its holder stopped renewing (a holder on the same machine: as soon as "
+        "its process is gone); a local OUT is locked with flock",
+    )
     p.add_argument(
         "--plan-only",
         action="store_true",
@@ -143,6 +189,8 @@ def config_from_args(args: argparse.Namespace) -> IngestConfig:
             threads=args.fetch_threads,
             per_host=args.per_host,
             path_root=args.path_root,
+            allow_networks=args.allow_networks or (),
+            deny_networks=args.deny_networks or (),
         ),
         columns=columns,
         shard_size=args.shard_size,
@@ -171,6 +219,7 @@ def _run_ingest(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=not args.no_progress,
         storage_options=args.storage_options,
+        lease_seconds=args.lease_seconds,
     )
     if args.plan_only:
         print(plan(list(args.manifests), args.out, config, options).table())

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 from .fetch import FetchConfig
 from .images import ImageConfig
 from .manifest import Columns
+from .output_lease import DEFAULT_LEASE_SECONDS
 from .split import check_holdout
 from .weights import WeightConfig
 
@@ -42,8 +43,14 @@ class IngestConfig:
 
     def as_dict(self) -> dict:
         out = json.loads(json.dumps(asdict(self)))
-        if out["fetch"]["per_host"] is None:  # config.json as before the option: resumable
-            del out["fetch"]["per_host"]
+        # Options left at their default are not written, so that config.json is what it was
+        # before they existed and older outputs stay resumable.
+        fetch = out["fetch"]
+        if fetch["per_host"] is None:
+            del fetch["per_host"]
+        for name in ("allow_networks", "deny_networks"):
+            if not fetch[name]:
+                del fetch[name]
         return out
 
 
@@ -61,3 +68,6 @@ class RunOptions:
     # Reduce tasks for the duplicate-key search; None: one per ~128 MiB of manifests. The
     # output does not depend on it.
     key_partitions: int | None = None
+    # On an object store, seconds the writer lease lasts without renewal (pipeline/
+    # output_lease.py): how long a run killed on another machine blocks the next one.
+    lease_seconds: float = DEFAULT_LEASE_SECONDS

@@ -17,6 +17,7 @@ __all__ = ["samples_part", "shards_part"]  # the index's own part names, re-expo
 WORK = "_work"
 PLAN_JSON = "plan.json"  # the label plan, also written by --plan-only (user-facing)
 REPORT_PNG = f"{INDEX_DIR}/report.png"
+WRITER_LOCK = f"{WORK}/writer-lock.json"  # held by the running job, removed at its end
 
 
 def canonical_part(f: int) -> str:
