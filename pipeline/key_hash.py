@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 _BASE = np.uint64(0x100000001B3)
-BATCH_ROWS = 1 << 20  # bounds the per-byte temporaries (8 bytes per key byte)
+BATCH_ROWS = 1 << 20  # bounds the temporaries (a few 8-byte arrays per key)
 
 
 def _mix(h: np.ndarray) -> np.ndarray:
@@ -25,25 +25,26 @@ def _mix(h: np.ndarray) -> np.ndarray:
 
 
 def _hash_batch(keys: pa.Array) -> np.ndarray:
-    keys = pa.concat_arrays([keys.cast(pa.large_binary())])  # offset 0, 64-bit offsets
+    keys = pa.concat_arrays([keys.cast(pa.large_binary())])  # 64-bit offsets
     offsets = np.frombuffer(keys.buffers()[1], np.int64)[: len(keys) + 1]
     data = keys.buffers()[2]
     data = np.frombuffer(data, np.uint8) if data is not None else np.zeros(0, np.uint8)
     lengths = np.diff(offsets)
-    out = np.zeros(len(keys), np.uint64)
-    if lengths.sum() == 0:
-        return _mix(out)
-    byte_values = data[offsets[0] : offsets[-1]].astype(np.uint64) + np.uint64(1)
-    starts = np.repeat(offsets[:-1] - offsets[0], lengths)
-    position = np.arange(len(byte_values)) - starts
-    powers = np.ones(int(lengths.max()), np.uint64)
+    # sum((byte_i + 1) * BASE**i) one key position at a time, over the keys at least that long
+    # (longest first, so they are a prefix): O(total bytes) work with temporaries of 8 bytes
+    # per key, where one term per key byte cost ~650 MiB and 0.4-1.9 s per 1M 20-byte keys.
+    order = np.argsort(-lengths, kind="stable")
+    longest_first = lengths[order]
+    starts = offsets[:-1][order]
+    acc = np.zeros(len(keys), np.uint64)
+    power = np.uint64(1)
     with np.errstate(over="ignore"):
-        for i in range(1, len(powers)):
-            powers[i] = powers[i - 1] * _BASE
-        terms = byte_values * powers[position]
-    nonempty = np.flatnonzero(lengths > 0)
-    with np.errstate(over="ignore"):
-        out[nonempty] = np.add.reduceat(terms, (offsets[:-1] - offsets[0])[nonempty])
+        for i in range(int(longest_first[0]) if len(keys) else 0):
+            m = int(np.searchsorted(-longest_first, -i, side="left"))  # keys longer than i
+            acc[:m] += (data[starts[:m] + i].astype(np.uint64) + np.uint64(1)) * power
+            power = power * _BASE
+    out = np.empty(len(keys), np.uint64)
+    out[order] = acc
     return _mix(out + lengths.astype(np.uint64))
 
 
