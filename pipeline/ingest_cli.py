@@ -134,6 +134,13 @@ def _add_ingest_arguments(p: argparse.ArgumentParser) -> None:
         help="delete OUT and start over (refused while another run writes OUT)",
     )
     p.add_argument(
+        "--key-partitions",
+        type=_positive_int,
+        metavar="N",
+        help="reduce tasks for the duplicate-key search (default: one per 16 MiB of manifests); "
+        "each holds its share of the keys in memory, ~250 bytes a key; the output is the same",
+    )
+    p.add_argument(
         "--lease-seconds",
         type=_positive_float,
         default=DEFAULT_LEASE_SECONDS,
@@ -220,6 +227,7 @@ def _run_ingest(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         storage_options=args.storage_options,
         lease_seconds=args.lease_seconds,
+        key_partitions=args.key_partitions,
     )
     if args.plan_only:
         print(plan(list(args.manifests), args.out, config, options).table())

@@ -25,14 +25,15 @@ from weakly_base.storage import Store
 from . import work_layout as lay
 from .pass1 import choose_vocabulary, weight_reference
 from .plan_tasks import canonical_file, file_seen, find_duplicates, label_file, weigh_file
-from .ray_tasks import fold_results
+from .ray_tasks import Shared, fold_results
 from .report import render_report
 from .weights import synset_weight_array
 
 PLAN_VERSION = 1
-# A key partition's reduce task holds its keys in memory: ~128 MiB of manifest per partition
-# (1-4M rows at 30-100 bytes a row) keeps each under a few hundred MB.
-MANIFEST_BYTES_PER_PARTITION = 128 << 20
+# A key partition's reduce task holds its keys in memory (~250 bytes a key measured): 16 MiB of
+# manifest per partition is ~1.4M rows of a compact parquet manifest (12 bytes a row measured,
+# BENCHMARKS.md) and fewer of jsonl/csv, a few hundred MB per reduce task.
+MANIFEST_BYTES_PER_PARTITION = 16 << 20
 MAX_PARTITIONS = 4096
 HIST_BINS = 40
 
@@ -144,7 +145,7 @@ def run_plan(ray, store: Store, files: list[str], config, lexicon, options) -> P
         store.remove_tree(f"{lay.WORK}/{scratch}")
     progress = options.progress
     cwd = os.getcwd()
-    lex_ref = ray.put(lexicon)
+    lex_ref = Shared(ray, lexicon)
     task = ray.remote(max_retries=3)
     rows = [0] * len(files)
 

@@ -46,6 +46,7 @@ from .pass1 import (
     pass1_file,
     seen_counts,
 )
+from .ray_tasks import resolve
 
 WORK_COLUMNS = ["source", "row", "key", "url", "path", "image", "tags", "orig_key", "extra"]
 DUPLICATE_SCHEMA = pa.schema(
@@ -58,7 +59,7 @@ def canonical_file(
 ) -> dict:
     """Round 1 for manifest file `f`: its canonical rows and its keys by partition. Manifests
     are read with the output's storage options (one set of credentials per job)."""
-    table = pass1_file(url, columns, lexicon, store.storage_options)
+    table = pass1_file(url, columns, resolve(lexicon), store.storage_options)
     keys = table["key"].combine_chunks()
     has_key = np.flatnonzero(pc.is_valid(keys).to_numpy(zero_copy_only=False))
     live = pc.is_null(table["reject"]).to_numpy(zero_copy_only=False)
