@@ -1,12 +1,14 @@
 """Fetching image bytes: http(s) URLs, local or fsspec paths, inline bytes.
 
 Failures raise `FetchError` with a short machine-readable reason (`http_404`, `timeout`,
-`too_large`, `short_body`, `missing_file`, `bad_scheme`, `blocked_address`, ...) that lands in
-the rejects table. Every address connected to is checked against the network policy
-(pipeline/net_policy.py), and http(s) `path` URLs are fetched here too, not by fsspec, so that
-they get the policy, the redirect checks and the bounds.
-Time and memory per row are bounded: a socket timeout per read, an overall deadline enforced by
-a watchdog that shuts the sockets (so a server dripping bytes cannot hold a row), a byte cap.
+`too_large`, `short_body`, `missing_file`, `not_a_file`, `bad_scheme`, `blocked_address`, ...)
+that lands in the rejects table. Every address connected to is checked against the network
+policy (pipeline/net_policy.py), hop by hop through redirects. Time and memory per row are bounded: a socket timeout per read, an overall
+deadline enforced by a watchdog that shuts the sockets (so a server dripping bytes cannot hold a
+row), a byte cap. An http(s) URL is fetched the same way whether the manifest gives it as `url`
+or as `path` (fsspec's HTTP reader knows no deadline: a silent server held a row ten minutes),
+so every http source has one deadline and one set of reasons. Local paths are read only when
+they name a regular file (pipeline/regular_files.py): a FIFO would block the row forever.
 
 The fetch threads of one task share a `Session`: HTTP/1.1 keep-alive connections pooled per
 (scheme, host, port), reused only after a response was read to its end with no error and the
@@ -27,6 +29,7 @@ import fsspec
 
 from .fetch_config import DEFAULT_FETCH, USER_AGENT, FetchConfig, FetchError
 from .http_session import Session, check_target
+from .regular_files import NotRegularFile, local_path, open_regular
 
 __all__ = [
     "USER_AGENT",
@@ -38,6 +41,7 @@ __all__ = [
     "fetch_one",
     "fetch_path",
     "fetch_url",
+    "is_http",
     "resolve_path",
 ]
 
@@ -81,6 +85,17 @@ def fetch_url(
         return own.fetch(url, config)
 
 
+def is_http(path: str | None) -> bool:
+    """Whether a manifest value names an http(s) URL (fetched by the HTTP fetcher)."""
+    return bool(path) and path[:8].lower().startswith(("http://", "https://"))
+
+
+def _open_path(path: str):
+    """A local path opened only if it is a regular file; any other URL through fsspec."""
+    local = local_path(path)
+    return open_regular(local) if local is not None else fsspec.open(path, "rb").open()
+
+
 # fsspec protocols whose URLs name a network host the library connects to itself
 HOST_PROTOCOLS = ("ftp", "sftp", "ssh", "smb", "webhdfs", "hdfs", "http", "https")
 
@@ -103,12 +118,15 @@ def _check_hosts(path: str, config: FetchConfig) -> None:
 
 
 def fetch_path(path: str, config: FetchConfig = DEFAULT_FETCH) -> bytes:
+    """The bytes of a local or fsspec (non-http) file, at most the byte cap."""
     _check_hosts(path, config)
     try:
-        with fsspec.open(path, "rb") as handle:
+        with _open_path(path) as handle:
             data = handle.read(config.max_bytes + 1)
     except FileNotFoundError:
         raise FetchError("missing_file", path[:200]) from None
+    except NotRegularFile as exc:
+        raise FetchError("not_a_file", str(exc)) from None
     except IsADirectoryError:
         raise FetchError("not_a_file", path[:200]) from None
     except Exception as exc:
@@ -133,10 +151,10 @@ def fetch_one(
         if url:
             return fetch_url(url, config, session)
         if path:
-            resolved = resolve_path(path, config.path_root)
-            if urlsplit(resolved).scheme in ("http", "https"):  # our fetcher: policy, redirects
-                return fetch_url(resolved, config, session)
-            return fetch_path(resolved, config)
+            target = resolve_path(path, config.path_root)
+            if is_http(target):
+                return fetch_url(target, config, session)
+            return fetch_path(target, config)
         raise FetchError("no_image", "row has no url, path or image bytes")
     except FetchError as exc:
         return exc
@@ -148,7 +166,7 @@ def fetch_completed(
     """(index into refs, result) as each fetch completes, in completion order: the caller can
     decode every image that has arrived while slower ones are still on the network, and put the
     results back in row order itself. The fetch threads share one `Session`."""
-    if not any(r[0] for r in refs) or config.threads <= 1:
+    if not any(r[0] or is_http(r[1]) for r in refs) or config.threads <= 1:
         with Session(config) as session:
             for i, ref in enumerate(refs):
                 yield i, fetch_one(ref, config, session)

@@ -23,6 +23,7 @@ import numpy as np
 from weakly_base.storage import Store
 
 from . import work_layout as lay
+from .manifest import MAX_TAG_CHARS
 from .pass1 import choose_vocabulary, weight_reference
 from .plan_tasks import canonical_file, file_seen, find_duplicates, label_file, weigh_file
 from .ray_tasks import Shared, fold_results
@@ -55,6 +56,7 @@ class Plan:
     buckets: list[int]  # weight buckets that hold rows
     rejects_by_reason: dict[str, int]
     partitions: int
+    tags_dropped: int = 0  # over-long tags dropped from rows that kept other tags
 
     @property
     def input_rows(self) -> int:
@@ -87,6 +89,8 @@ class Plan:
         ]
         for reason, n in sorted(self.rejects_by_reason.items(), key=lambda x: (-x[1], x[0])):
             lines.append(f"{'  ' + reason:<28}{n:>12,}")
+        if self.tags_dropped:
+            lines.append(f"{'tags dropped (too long)':<28}{self.tags_dropped:>12,}")
         lines.append(f"{'vocabulary ' + self.vocab:<28}{len(self.vocabulary):>12,}")
         lines.append(f"{'synsets with images':<28}{used:>12,}")
         head = sorted(range(len(self.counts)), key=lambda i: (-self.counts[i], i))[:top]
@@ -148,9 +152,10 @@ def run_plan(ray, store: Store, files: list[str], config, lexicon, options) -> P
     lex_ref = Shared(ray, lexicon)
     task = ray.remote(max_retries=3)
     rows = [0] * len(files)
+    dropped = [0] * len(files)
 
     def took_rows(f: int, result: dict) -> None:
-        rows[f] = result["rows"]
+        rows[f], dropped[f] = result["rows"], result["tags_dropped"]
         for reason in result["warnings"]:
             print(f"weakly ingest: warning: {reason}")
 
@@ -159,6 +164,11 @@ def run_plan(ray, store: Store, files: list[str], config, lexicon, options) -> P
         for f, url in enumerate(files)
     ]
     fold_results(ray, refs, "pass 1: read", progress, took_rows)
+    if sum(dropped):
+        print(
+            f"weakly ingest: warning: {sum(dropped):,} tags over {MAX_TAG_CHARS} characters "
+            "dropped; their rows kept their other tags"
+        )
     refs = [task(find_duplicates).remote(store, k) for k in range(partitions)]
     fold_results(ray, refs, "pass 1: duplicates", progress, lambda k, n: None)
 
@@ -215,6 +225,7 @@ def run_plan(ray, store: Store, files: list[str], config, lexicon, options) -> P
         buckets=sorted(buckets),
         rejects_by_reason=dict(sorted(rejects.items())),
         partitions=partitions,
+        tags_dropped=sum(dropped),
     )
     plan.save(store)
     return plan

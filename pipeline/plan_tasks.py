@@ -33,7 +33,7 @@ from weakly_base.storage import Store
 from . import work_layout as lay
 from .arrow_lists import lists_from_parents
 from .key_hash import key_partition
-from .manifest import Columns
+from .manifest import Columns, tags_dropped
 from .parquet_io import put_parquet, read_parquet
 from .pass1 import (
     _scatter,
@@ -82,7 +82,7 @@ def canonical_file(
         )
     put_parquet(store, lay.canonical_part(f), table.drop_columns(["row_error"]))
     bad = table.filter(pc.equal(table["row"], -1))["reject"].to_pylist()
-    return {"rows": table.num_rows, "warnings": bad}
+    return {"rows": table.num_rows, "warnings": bad, "tags_dropped": tags_dropped(table)}
 
 
 def find_duplicates(store: Store, k: int) -> int:

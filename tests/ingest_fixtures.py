@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import threading
@@ -59,6 +60,16 @@ def image_files(folder: Path) -> dict[str, Path]:
         (folder / name).write_bytes(data)
         paths[name] = folder / name
     return paths
+
+
+def gzip_bomb(path, mib: int) -> None:
+    """A .jsonl.gz of `mib` gzip members, each one JSON line padded with spaces to 1 MiB
+    (about 1 kB on disk: deflate's best ratio)."""
+    row = b'{"key": "k", "path": "/x.jpg", "tags": ["cat"]}'
+    member = gzip.compress(row + b" " * ((1 << 20) - len(row) - 1) + b"\n", 9)
+    with open(path, "wb") as f:
+        for _ in range(mib):
+            f.write(member)
 
 
 class _Handler(BaseHTTPRequestHandler):

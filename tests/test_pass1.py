@@ -241,12 +241,13 @@ def test_row_keys_equal_row_key_and_separate_different_rows(rows):
     ],
 )
 def test_jsonl_fast_path_equals_line_reader(tmp_path, lines, columnar):
-    from pipeline.manifest import _columnar_jsonl, _read_jsonl
+    from pipeline.manifest import _columnar_jsonl
+    from pipeline.manifest_text import read_jsonl
 
     path = tmp_path / "m.jsonl"
     path.write_text("\n".join(lines) + "\n")
     fast = read_manifest(str(path))
-    slow = _records_to_table(str(path), _read_jsonl(str(path), path.read_bytes()), Columns())
+    slow = _records_to_table(str(path), read_jsonl(str(path), path.read_bytes()), Columns())
     assert fast.equals(slow)
     taken = _columnar_jsonl(str(path), path.read_bytes(), Columns()) is not None
     assert taken == bool(columnar)

@@ -114,10 +114,14 @@ def test_label_noise_is_seeded_and_about_p():
 
 
 def test_malformed_manifests_name_file_and_line(tmp_path):
-    bad_utf8 = tmp_path / "m.csv"
+    bad_utf8 = tmp_path / "m.csv"  # one bad byte costs its row, named by file and line
     bad_utf8.write_bytes(b"key,path,tags\nk,p,#cat\nk2,p,\xff\n")
-    with pytest.raises(ManifestError, match=r"m\.csv: line 3: not valid UTF-8"):
-        read_manifest(str(bad_utf8))
+    errors = read_manifest(str(bad_utf8))["row_error"].to_pylist()
+    assert errors == [None, f"bad_row: {bad_utf8}: line 3: not valid UTF-8"]
+    bad_header = tmp_path / "h.csv"  # without a header nothing can be read
+    bad_header.write_bytes(b"key,pa\xffth,tags\nk,p,#cat\n")
+    with pytest.raises(ManifestError, match=r"h\.csv: line 1: header: not valid UTF-8"):
+        read_manifest(str(bad_header))
     bad_gz = tmp_path / "m.jsonl.gz"
     bad_gz.write_bytes(b"not gzip")
     with pytest.raises(ManifestError, match="not a valid gzip"):
