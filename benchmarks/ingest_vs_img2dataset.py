@@ -484,15 +484,15 @@ def img2dataset_cmd(cli: str, urls: Path, out: Path, cores: int, shard_size: int
 def output_sizes(out: Path, limit: int = 40) -> dict:
     """Shorter sides of the first `limit` JPEGs in the first tar under `out`: checks that a tool
     really wrote 256 px images."""
-    import tarfile
+    from weakly_base.tar_reader import iter_members
 
     tars = sorted(out.rglob("*.tar"))
     sides: list[int] = []
     if tars:
-        with tarfile.open(tars[0]) as tar:
-            for member in tar:
-                if member.name.endswith((".jpg", ".jpeg")) and len(sides) < limit:
-                    sides.append(min(jpeg_size(tar.extractfile(member).read())))
+        with open(tars[0], "rb") as handle:
+            for member in iter_members(handle, lambda name: name.endswith((".jpg", ".jpeg"))):
+                if member.data is not None and len(sides) < limit:
+                    sides.append(min(jpeg_size(member.data)))
     at_target = sum(s == TARGET for s in sides)
     return {"checked": len(sides), "shorter_side_at_target": at_target}
 

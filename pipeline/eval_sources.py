@@ -7,13 +7,16 @@ records it and goes on.
 
 from __future__ import annotations
 
-import tarfile
+import lzma
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
+
+from weakly_base import tar_reader
 
 EvalItem = tuple[str, bytes | None, str | None]
 
@@ -22,6 +25,8 @@ IMAGE_EXTENSIONS = frozenset(
     {ext.lower() for ext in Image.registered_extensions()}
     | {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 )
+# One image in an eval tar; larger members are failed items, never read.
+MAX_TAR_MEMBER_BYTES = 64 << 20
 _BYTES_COLUMNS = ("image", "jpg", "jpeg", "png", "webp", "bytes", "img", "content")
 _PATH_COLUMNS = ("path", "image_path", "file", "filename")
 _ID_COLUMNS = ("key", "id", "__key__", "image_id", "name")
@@ -41,28 +46,33 @@ def iter_folder(root: Path) -> Iterator[EvalItem]:
             yield item_id, None, f"unreadable file: {exc.strerror or exc}"
 
 
-def iter_tar(path: Path) -> Iterator[EvalItem]:
-    """Image members of a tar (any compression tarfile reads); ids are member names."""
-    try:
-        tar = tarfile.open(path)
-    except (tarfile.TarError, OSError) as exc:
-        raise ValueError(f"{path}: not a readable tar file ({exc})") from None
-    with tar:
+def iter_tar(path: Path, max_member_bytes: int = MAX_TAR_MEMBER_BYTES) -> Iterator[EvalItem]:
+    """Image members of a tar (plain, gzip, bzip2 or xz); ids are member names.
+
+    Read through `weakly_base.tar_reader`, never `tarfile`: an eval tar is downloaded input, and
+    tarfile's pax parsing is quadratic in a hostile header's length. A member that cannot be
+    read (over the cap, sparse, an oversized extended header) is one failed item; a broken
+    archive is one failed item after the members before the break."""
+    with open(path, "rb") as handle:
+        members = tar_reader.iter_members(
+            tar_reader.open_archive(handle), is_image_name, max_member_bytes
+        )
         while True:
             try:
-                member = tar.next()
-            except (tarfile.TarError, OSError, EOFError) as exc:
+                member = next(members)
+            except StopIteration:
+                return
+            except (ValueError, OSError, EOFError, zlib.error, lzma.LZMAError) as exc:
                 yield f"{path.name}:<after last member>", None, f"corrupt tar: {exc}"
                 return
-            if member is None:
-                return
-            if not member.isfile() or not is_image_name(member.name):
+            if member.kind not in (tar_reader.FILE, tar_reader.SPARSE):
                 continue
-            try:
-                fobj = tar.extractfile(member)
-                yield member.name, fobj.read() if fobj else b"", None
-            except (tarfile.TarError, OSError, EOFError) as exc:
-                yield member.name, None, f"unreadable tar member: {exc}"
+            if not is_image_name(member.name):
+                continue
+            if member.data is None:
+                yield member.name, None, f"unreadable tar member: {member.skipped}"
+            else:
+                yield member.name, member.data, None
 
 
 def _pick(names: list[str], wanted: tuple[str, ...]) -> str | None:
@@ -121,6 +131,8 @@ def iter_eval_source(path: str | Path) -> Iterator[EvalItem]:
         return iter_folder(path)
     if path.suffix.lower() == ".parquet":
         return iter_parquet(path)
-    if tarfile.is_tarfile(path):
+    with open(path, "rb") as handle:
+        is_tar = tar_reader.looks_like_tar(handle)
+    if is_tar:
         return iter_tar(path)
     raise ValueError(f"{path}: eval source must be a folder, a tar file or a .parquet file")

@@ -142,3 +142,29 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         # (a pickled callable) is reported, never run.
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise ValueError(f"{path}: not a loadable weakly checkpoint ({first})") from None
+
+
+# What `save` in train/run_state.py writes, with the type each entry must have to be restored.
+_ENTRIES = {
+    "model": dict,
+    "optimizer": dict,
+    "scheduler": dict,
+    "step": int,
+    "loader": list,
+    "wnids": list,
+}
+
+
+def check_checkpoint(ckpt, path: str | os.PathLike) -> None:
+    """A loaded checkpoint has the entries a resume reads, of the right types: one ValueError
+    line naming the file and the first that is missing or wrong (a KeyError deep in restore
+    would name neither)."""
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"{path}: a {type(ckpt).__name__}, not a weakly checkpoint")
+    for name, kind in _ENTRIES.items():
+        value = ckpt.get(name)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            got = "missing" if name not in ckpt else f"a {type(value).__name__}"
+            raise ValueError(f"{path}: entry {name!r} is {got}, not a {kind.__name__}")
+    if ckpt["step"] < 0:
+        raise ValueError(f"{path}: step {ckpt['step']} is negative")

@@ -45,6 +45,8 @@ MINIMUM: dict[str, int] = {
     "eval_min_images": 1,
     "eval_max_samples": 1,
 }
+# The largest value that makes sense: a crop side of 200000 would ask for 120 GB per image.
+MAXIMUM: dict[str, int] = {"image_size": 4096}
 
 
 @dataclass(frozen=True)
@@ -126,6 +128,10 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value < low:
                 raise ValueError(f"{_flag(name)} must be at least {low}, not {value}")
+        for name, high in MAXIMUM.items():
+            value = getattr(self, name)
+            if value is not None and value > high:
+                raise ValueError(f"{_flag(name)} must be at most {high}, not {value}")
         return self
 
     def to_dict(self) -> dict:

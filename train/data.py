@@ -19,8 +19,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from .sampler import Plan, SampleStream, StreamState
-from .shards import DEFAULT_MAX_MEMBER_BYTES, Dataset, Sample
+from .loader_state import StreamCounts, check_loader_state
+from .sample_checks import IndexRow, Skip, sampling_weight
+from .sampler import Plan, SampleStream, StreamError, StreamState
+from .shards import DEFAULT_MAX_MEMBER_BYTES, Dataset, DataStop, Sample
 from .transforms import (
     DECODE_ERRORS,
     crop_params,
@@ -71,11 +73,20 @@ def pad_labels(labels: list[tuple[int, ...]]) -> torch.Tensor:
     return out
 
 
-def _state_to_ckpt(state: StreamState, corrupt: int) -> dict:
+def _state_to_ckpt(state: StreamState, counts: StreamCounts) -> dict:
     d = state.to_dict()
     d["buffer"] = torch.as_tensor(d["buffer"], dtype=torch.long).reshape(-1, 3)
-    d["corrupt"] = corrupt
+    d.update(counts.to_dict())
     return d
+
+
+def unusable_limit(num_samples: int) -> int:
+    """Consecutive unusable emissions (skipped or undecodable) after which a stream stops.
+
+    With a fraction p of a split's emissions usable, a run of L unusable ones has probability
+    (1 - p)^L; at L = 8 N even a single usable sample among N is drawn with probability
+    1 - e^-8. So the stop fires when nothing usable is left, not on a bad stretch."""
+    return max(10_000, 8 * num_samples)
 
 
 class StreamDataset(IterableDataset):
@@ -93,20 +104,33 @@ class StreamDataset(IterableDataset):
         self.rotation = rotation
         self.plan = make_plan(dataset, cfg.seed, cfg.sampling, cfg.shuffle_buffer)
 
-    def _read(self, shard: int) -> Iterator[tuple[float, Sample]]:
-        for s in self.dataset.read_shard(shard, self.cfg.max_member_bytes):
-            yield s.weight, s
+    def _read(self, shard: int) -> Iterator[tuple[float, Sample | Skip]]:
+        return self.dataset.read_rows(shard, self.cfg.max_member_bytes)
 
     def __iter__(self) -> Iterator[dict]:
+        """Batches of this worker's logical stream; a `{"stop": line}` item when the data
+        cannot go on (turned into DataStop by TrainLoader, also across worker processes,
+        where an exception would arrive as a multi-line traceback)."""
         cfg = self.cfg
         info = get_worker_info()
         physical = info.id if info is not None else 0
         if info is not None and info.num_workers != cfg.n_streams:
             raise RuntimeError("DataLoader workers must equal the loader's stream count")
         logical = (physical + self.rotation) % cfg.n_streams
+        try:
+            yield from self._batches(logical)
+        except DataStop as exc:
+            yield {"stop": str(exc), "stream": logical}
+        except StreamError as exc:
+            where = f"{self.dataset.url}: split {self.dataset.split!r}"
+            yield {"stop": f"{where}: {exc}", "stream": logical}
+
+    def _batches(self, logical: int) -> Iterator[dict]:
+        cfg = self.cfg
         slot = cfg.rank * cfg.n_streams + logical
         saved = self.states[logical]
-        corrupt = int(saved["corrupt"]) if saved else 0
+        counts = StreamCounts.from_dict(saved)
+        limit = unusable_limit(self.dataset.num_samples)
         stream = SampleStream(
             self.plan,
             slot,
@@ -116,15 +140,27 @@ class StreamDataset(IterableDataset):
         )
         keys, labels, images, params = [], [], [], []
         for ref, sample in stream:
-            rng = np.random.default_rng([cfg.seed, _AUG, slot, *ref])
-            try:
-                if cfg.decode == "cpu":
-                    images.append(decode_crop_cpu(sample.jpg, rng, cfg.image_size, cfg.draft))
+            if isinstance(sample, Skip):
+                counts.skip(sample, self.dataset.url)
+            else:
+                rng = np.random.default_rng([cfg.seed, _AUG, slot, *ref])
+                try:
+                    if cfg.decode == "cpu":
+                        images.append(decode_crop_cpu(sample.jpg, rng, cfg.image_size, cfg.draft))
+                    else:
+                        params.append(crop_params(*header_size(sample.jpg), rng))
+                        images.append(torch.frombuffer(bytearray(sample.jpg), dtype=torch.uint8))
+                except DECODE_ERRORS:
+                    counts.undecodable()
                 else:
-                    params.append(crop_params(*header_size(sample.jpg), rng))
-                    images.append(torch.frombuffer(bytearray(sample.jpg), dtype=torch.uint8))
-            except DECODE_ERRORS:
-                corrupt += 1
+                    counts.usable()
+            if counts.streak >= limit:
+                raise DataStop(
+                    f"{self.dataset.url}: split {self.dataset.split!r} has nothing usable left: "
+                    f"the last {counts.streak} samples drawn were all skipped or undecodable "
+                    f"({counts.describe()})"
+                )
+            if counts.streak:
                 continue
             keys.append(sample.key)
             labels.append(sample.labels)
@@ -134,7 +170,7 @@ class StreamDataset(IterableDataset):
                 "keys": keys,
                 "targets": pad_labels(labels),
                 "stream": logical,
-                "state": _state_to_ckpt(stream.state(), corrupt),
+                "state": _state_to_ckpt(stream.state(), counts),
             }
             if cfg.decode == "cpu":
                 batch["images"] = torch.from_numpy(np.stack(images))  # NHWC uint8
@@ -174,7 +210,10 @@ class TrainLoader:
         }
 
     def load_state_dict(self, state: dict) -> None:
+        """Continue from a checkpoint's loader state; one ValueError line when it is not one
+        this run can continue (another configuration, or a damaged state)."""
         cfg = self.cfg
+        check_loader_state(state, cfg.shuffle_buffer)
         for name in ("n_streams", "world_size", "rank", "seed", "sampling", "batch_size"):
             have = getattr(cfg, name)
             if state[name] != have:
@@ -187,7 +226,17 @@ class TrainLoader:
 
     @property
     def corrupt(self) -> int:
-        return sum(int(s["corrupt"]) for s in self.states if s)
+        """Undecodable images drawn so far, over this rank's streams."""
+        return sum(StreamCounts.from_dict(s).corrupt for s in self.states if s)
+
+    @property
+    def skipped(self) -> dict[str, int]:
+        """Samples drawn but skipped (index or record problems), by reason."""
+        out: dict[str, int] = {}
+        for s in self.states:
+            for reason, n in StreamCounts.from_dict(s).skipped.items():
+                out[reason] = out.get(reason, 0) + n
+        return dict(sorted(out.items()))
 
     def __iter__(self) -> Iterator[dict]:
         cfg = self.cfg
@@ -202,6 +251,8 @@ class TrainLoader:
             persistent_workers=False,
         )
         for batch in loader:
+            if "stop" in batch:
+                raise DataStop(batch["stop"])
             self.states[batch["stream"]] = batch.pop("state")
             self.step += 1
             yield batch
@@ -238,8 +289,9 @@ def iter_sample_keys(
     """The keys one rank's loader yields, in order, without reading a byte of any tar.
 
     Uses the samples index in place of the tars. Agrees key for key with `TrainLoader`
-    built with the same arguments, except that the loader also drops samples whose JPEG does
-    not decode (this function cannot know those without decoding).
+    built with the same arguments, except that the loader also drops samples it cannot use: a
+    JPEG that does not decode, a record missing from its tar or disagreeing with the index
+    (this function cannot know those without reading the tars).
     """
     dataset = Dataset(dataset_dir, split)
     cfg = LoaderConfig(
@@ -256,7 +308,9 @@ def iter_sample_keys(
     files = dataset.shards.files
 
     def read(shard: int) -> list[tuple[float, str]]:
-        return [(w, key) for key, w in index.get(files[shard], [])]
+        rows = index.get(files[shard], [])
+        ws = float(dataset.shards.weight_sum[shard])
+        return [(sampling_weight(IndexRow(k, None, w), ws, len(rows))[0], k) for k, w in rows]
 
     streams = [
         iter(SampleStream(plan, rank * cfg.n_streams + j, world_size * cfg.n_streams, read))

@@ -12,7 +12,7 @@ import torch
 from .evaluate import check_vocabulary, evaluate
 from .metrics import format_metrics
 from .shards import Dataset
-from .transfer import model_from_checkpoint
+from .transfer import checkpoint_image_size, model_from_checkpoint
 
 
 def pick_device(name: str) -> torch.device:
@@ -39,7 +39,7 @@ def run_eval(args: argparse.Namespace) -> int:
     dataset = Dataset(args.shards, split)
     check_vocabulary(list(ckpt["wnids"]), dataset, f"--checkpoint {args.checkpoint}")
     device = pick_device(args.device)
-    image_size = args.image_size or int(ckpt.get("args", {}).get("image_size") or 224)
+    image_size = checkpoint_image_size(ckpt, args.checkpoint, args.image_size)
     metrics = evaluate(
         model.to(device),
         dataset,

@@ -103,9 +103,11 @@ def score_split(
 def label_counts(dataset: Dataset) -> list[int]:
     """Images per label in the dataset's vocabulary (dataset.json), for head/torso/tail."""
     counts = dataset.meta["vocabulary"].get("counts")
-    if not counts or len(counts) != dataset.num_classes:
+    if not isinstance(counts, list) or len(counts) != dataset.num_classes:
         raise ValueError(f"{dataset.url}/dataset.json: vocabulary has no per-label counts")
-    return [int(c) for c in counts]
+    if not all(type(c) is int and c >= 0 for c in counts):
+        raise ValueError(f"{dataset.url}/dataset.json: vocabulary counts are not all integers >= 0")
+    return counts
 
 
 def evaluate(

@@ -183,6 +183,7 @@ def log_step(run: TrainRun, loss: torch.Tensor, meter: Meter, logs: Logs) -> Non
         "data_wait_frac": meter.wait / max(elapsed, 1e-9),
         "samples_seen": run.step * run.config.batch_size * info.world_size,
         "corrupt_skipped": run.loader.corrupt + run.gpu_failed,
+        "samples_skipped": run.loader.skipped,
         "nonfinite_skipped": run.skipped,
     }
     if logs.metrics is not None:
@@ -264,6 +265,7 @@ def train(config: TrainConfig) -> dict:
         "finished": run.step >= run.steps,
         "param_sha256": param_digest(run.model),
         "corrupt_skipped": run.loader.corrupt + run.gpu_failed,
+        "samples_skipped": run.loader.skipped,
         "nonfinite_skipped": run.skipped,
     }
     (run.out / f"done-rank{info.rank}.json").write_text(json.dumps(summary) + "\n")

@@ -25,7 +25,7 @@ from .eval_cli import pick_device
 from .evaluate import decode_center
 from .logreg import DEFAULT_GRID, fit, select_l2, top_k_accuracy
 from .probe_data import LabelledSet, describe_notes, load_labelled
-from .transfer import model_from_checkpoint, strip_head
+from .transfer import checkpoint_image_size, model_from_checkpoint, strip_head
 from .transforms import DECODE_ERRORS, normalize
 
 
@@ -124,7 +124,7 @@ def run_probe(args: argparse.Namespace) -> dict:
     model, ckpt = model_from_checkpoint(args.checkpoint, args.model, args.ema)
     trunk, _ = strip_head(model)
     trunk = trunk.to(device)
-    image_size = args.image_size or int(ckpt.get("args", {}).get("image_size") or 224)
+    image_size = checkpoint_image_size(ckpt, args.checkpoint, args.image_size)
     digest = sha256_file(Path(args.checkpoint))
     cache_dir = None if args.no_cache else Path(args.cache or Path(args.out) / "features")
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import check_checkpoint, latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data import LoaderConfig, TrainLoader
 from .distributed import DistInfo, gather, init_distributed
@@ -202,6 +202,7 @@ def restore(run: TrainRun) -> None:
             )
         return
     ckpt = load_checkpoint(ckpt_path)
+    check_checkpoint(ckpt, ckpt_path)
     if ckpt["wnids"] != run.dataset.wnids:
         raise ValueError(f"{ckpt_path}: vocabulary differs from {config.data}")
     if len(ckpt["loader"]) != info.world_size:
@@ -209,16 +210,26 @@ def restore(run: TrainRun) -> None:
             f"{ckpt_path}: saved with {len(ckpt['loader'])} ranks; resume with the same"
             f" world size ({info.world_size} now) to continue the same sample order"
         )
-    run.model.load_state_dict(ckpt["model"])
-    run.optimizer.load_state_dict(ckpt["optimizer"])
-    run.scheduler.load_state_dict(ckpt["scheduler"])
-    run.loader.load_state_dict(ckpt["loader"][info.rank])
+    _load_part(ckpt_path, "model weights", run.model.load_state_dict, ckpt["model"])
+    _load_part(ckpt_path, "optimizer state", run.optimizer.load_state_dict, ckpt["optimizer"])
+    _load_part(ckpt_path, "schedule state", run.scheduler.load_state_dict, ckpt["scheduler"])
+    _load_part(ckpt_path, "loader state", run.loader.load_state_dict, ckpt["loader"][info.rank])
     if run.ema is not None and "ema" in ckpt:
-        run.ema.load_state_dict(ckpt["ema"])
+        _load_part(ckpt_path, "EMA weights", run.ema.load_state_dict, ckpt["ema"])
     elif run.ema is not None:
         run.ema = EMA(run.model, config.ema)  # --ema added on resume: start from the weights
     run.step = int(ckpt["step"])
     run.skipped = int(ckpt.get("nonfinite_skipped", 0))
+
+
+def _load_part(path, what: str, load, state) -> None:
+    """`load(state)`, with whatever it raises on a state that does not fit turned into one
+    line naming the checkpoint and the part (torch's messages run over many lines)."""
+    try:
+        load(state)
+    except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ValueError(f"{path}: {what} cannot be restored ({first})") from None
 
 
 def save(run: TrainRun) -> None:

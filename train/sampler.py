@@ -29,6 +29,21 @@ _VISIT, _PICK, _PERM = 1, 2, 3
 _PICK_BLOCK = 4096
 
 
+class StreamError(ValueError):
+    """The stream cannot go on: no visit emits anything, or a saved state does not fit the
+    data. The message is one line."""
+
+
+def empty_visit_limit(num_shards: int) -> int:
+    """Consecutive visits that emit nothing after which a stream stops.
+
+    A visit emits `c` copies in expectation (c = mean shard size >= 1), so with valid weights
+    a run of 256 empty visits has probability below e^-256. Natural order visits every shard
+    once per pass, so empty shards alone can give up to two passes' worth in a row; hence
+    3 x shards when that is more."""
+    return max(256, 3 * num_shards)
+
+
 @dataclass(frozen=True)
 class Plan:
     """Everything the order depends on besides the slot."""
@@ -184,17 +199,27 @@ class SampleStream:
             for i, _, payload in self._counts(v):
                 if i in positions:
                     payloads[(v, i)] = payload
+            lost = positions - {i for (w, i) in payloads if w == v}
+            if lost:
+                raise StreamError(
+                    f"the saved shuffle buffer holds sample {min(lost)} of visit {v}, which its "
+                    "shard does not have: the checkpoint's loader state belongs to other data"
+                )
         self._buffer = [((v, s, c), payloads[(v, s)]) for v, s, c in self._start.buffer]
 
     def __iter__(self) -> Iterator[tuple[tuple[int, int, int], object]]:
         self._restore_buffer()
         visit, first_sample, first_copy = self._cursor
         size = self.plan.buffer_size
+        empty, limit = 0, empty_visit_limit(self.plan.num_shards)
         while True:
+            empty += 1
             for i, count, payload in self._counts(visit):
                 if i < first_sample:
                     continue
                 start = first_copy if i == first_sample else 0
+                if count > start:
+                    empty = 0
                 for copy in range(start, count):
                     item = ((visit, i, copy), payload)
                     self._cursor = (visit, i, copy + 1)
@@ -206,5 +231,10 @@ class SampleStream:
                     self._out += 1
                     yield out
                 self._cursor = (visit, i + 1, 0)
+            if empty >= limit:
+                raise StreamError(
+                    f"{empty} visits in a row drew no sample: every weight is 0, or the "
+                    "shards are empty"
+                )
             visit, first_sample, first_copy = visit + 1, 0, 0
             self._cursor = (visit, 0, 0)

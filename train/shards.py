@@ -1,21 +1,28 @@
 """Reading a `weakly` dataset (docs/FORMAT.md) from a local folder or any fsspec URL.
 
-Tars are streamed member by member: nothing is extracted to disk and member names are only
-matched against the key pattern, never used as paths. A member larger than the cap is skipped
-rather than read into memory.
+Tars are streamed member by member through `weakly_base.tar_reader`: nothing is extracted to
+disk, member names are only matched against the key pattern, never used as paths, and no member
+or extended header costs more than its cap. What dataset.json and the shards table say is
+checked at open (train/dataset_meta.py); each shard's samples are its samples-index rows, with
+the tar's records checked against them (train/sample_checks.py), so one bad record costs one
+sample.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 
-import numpy as np
 import pyarrow.compute as pc
 
-from weakly_base.index_tables import SAMPLES, SHARDS, index_dir, read_index
+from weakly_base.index_tables import (
+    SAMPLES,
+    SHARDS,
+    index_dir,
+    read_index,
+    read_shard_samples,
+    samples_part,
+)
 from weakly_base.shard_format import (
     DATASET_JSON,
     DEFAULT_MAX_MEMBER_BYTES,
@@ -23,9 +30,20 @@ from weakly_base.shard_format import (
     FORMAT_VERSION,
     MEMBER_RE,
     check_format,
+    iter_shard_records,
     iter_tar_records,
 )
 from weakly_base.storage import Store
+from weakly_base.tar_reader import TarError
+
+from .dataset_meta import (
+    MAX_DATASET_JSON_BYTES,
+    ShardTable,
+    mean_shard_size,
+    parse_dataset_json,
+    shard_table,
+)
+from .sample_checks import IndexRow, Sample, Skip, check_labels, check_weight, join_shard
 
 # Re-exported: train.data, train.probe_data and tests import these from here.
 __all__ = [
@@ -33,41 +51,21 @@ __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
     "MEMBER_RE",
+    "DataStop",
     "Dataset",
     "Sample",
     "ShardTable",
+    "Skip",
+    "check_format",
     "check_shard_files",
     "iter_tar_records",
     "iter_tar_samples",
 ]
 
 
-@dataclass(frozen=True)
-class Sample:
-    """One complete sample as stored in a shard."""
-
-    key: str
-    jpg: bytes
-    labels: tuple[int, ...]
-    weight: float
-
-
-@dataclass(frozen=True)
-class ShardTable:
-    """The shards of one split, sorted by file.
-
-    Sorted by the reader, not taken in stored order: a version-2 index is stored in weight-bucket
-    parts, so only a sort gives the sampler the same shard numbering on any layout (version 1
-    was written sorted by file, so its datasets sample exactly as before)."""
-
-    files: tuple[str, ...]
-    n: np.ndarray
-    weight_sum: np.ndarray
-    sha256: tuple[str, ...] = ()
-
-    @property
-    def mean_size(self) -> float:
-        return float(self.n.mean())
+class DataStop(ValueError):
+    """The loader cannot go on with this dataset; the message is one line naming it and why.
+    Raised where the data is read (possibly in a loader worker) and reported as-is."""
 
 
 class Dataset:
@@ -84,25 +82,13 @@ class Dataset:
                 f"{self.url}/{DATASET_JSON} not found: not a weakly dataset, or ingest not finished"
             )
         with self.fs.open(meta_path, "rb") as f:
-            self.meta = json.load(f)
-        check_format(self.meta, f"{self.url}/{DATASET_JSON}")
+            data = f.read(MAX_DATASET_JSON_BYTES + 1)
+        self.meta = parse_dataset_json(data, f"{self.url}/{DATASET_JSON}")
         self.wnids: list[str] = list(self.meta["vocabulary"]["wnids"])
         table = read_index(self.store, SHARDS).to_pydict()
-        rows = sorted(
-            (i for i, s in enumerate(table["split"]) if s == split), key=lambda i: table["file"][i]
-        )
-        if not rows:
-            raise ValueError(f"{self.url}/{index_dir(SHARDS)}: no shards for split {split!r}")
-        self.shards = ShardTable(
-            files=tuple(table["file"][i] for i in rows),
-            n=np.asarray([table["n"][i] for i in rows], dtype=np.int64),
-            weight_sum=np.asarray([table["weight_sum"][i] for i in rows], dtype=np.float64),
-            sha256=tuple(table["sha256"][i] or "" for i in rows),
-        )
-        if not (self.shards.weight_sum > 0).any():
-            raise ValueError(f"{self.url}: every shard of split {split!r} has weight_sum 0")
-        split_meta = self.meta.get("splits", {}).get(split, {})
-        self.mean_shard_size = float(split_meta.get("mean_shard_size") or self.shards.mean_size)
+        self.shards = shard_table(table, self.url, index_dir(SHARDS), split)
+        self.mean_shard_size = mean_shard_size(self.meta, self.shards, self.url, split)
+        self._v1_rows: dict[str, list[IndexRow]] | None = None
 
     @property
     def num_samples(self) -> int:
@@ -118,11 +104,65 @@ class Dataset:
     def __setstate__(self, state: dict) -> None:
         self.__init__(state["url"], state["split"])
 
+    def index_rows(self, index: int) -> list[IndexRow]:
+        """The samples-index rows of shard `index`, sorted by key: one small part read per
+        call (version 2); a version-1 index is one file, read once and kept."""
+        file = self.shards.files[index]
+        columns = ["key", "labels", "weight"]
+        try:
+            if self.meta["format_version"] == 1:
+                if self._v1_rows is None:
+                    self._v1_rows = self._all_rows(columns)
+                return self._v1_rows.get(file, [])
+            t = read_shard_samples(self.store, file, columns=columns).to_pydict()
+        except (ValueError, FileNotFoundError) as exc:
+            raise DataStop(
+                f"{self.url}: the samples index of {file} is unreadable: {exc}"
+            ) from None
+        return [_row(*values) for values in zip(t["key"], t["labels"], t["weight"], strict=True)]
+
+    def _all_rows(self, columns: list[str]) -> dict[str, list[IndexRow]]:
+        table = read_index(self.store, SAMPLES, columns=[*columns, "split", "shard"])
+        t = table.filter(pc.equal(table["split"], self.split)).sort_by("key").to_pydict()
+        out: dict[str, list[IndexRow]] = {}
+        for key, labels, weight, shard in zip(
+            t["key"], t["labels"], t["weight"], t["shard"], strict=True
+        ):
+            out.setdefault(shard, []).append(_row(key, labels, weight))
+        return out
+
+    def _records(self, file: str, max_member_bytes: int):
+        """The tar's records; a missing or broken tar ends them with TarError naming it."""
+        try:
+            handle = self.fs.open(f"{self.root}/{file}", "rb")
+        except FileNotFoundError:
+            raise TarError(f"{file}: not found") from None
+        with handle:
+            try:
+                yield from iter_shard_records(handle, max_member_bytes)
+            except TarError as exc:
+                raise TarError(f"{file}: {exc}") from None
+
+    def read_rows(
+        self, index: int, max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES
+    ) -> Iterator[tuple[float, Sample | Skip]]:
+        """(sampling weight, Sample or Skip) for every index row of shard `index`, in key
+        order: the positions and weights the sampler draws from (train/sample_checks.py)."""
+        rows = self.index_rows(index)
+        records = self._records(self.shards.files[index], max_member_bytes)
+        try:
+            weight_sum = float(self.shards.weight_sum[index])
+            yield from join_shard(rows, records, self.num_classes, weight_sum)
+        finally:
+            records.close()
+
     def read_shard(
         self, index: int, max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES
     ) -> Iterator[Sample]:
-        with self.fs.open(f"{self.root}/{self.shards.files[index]}", "rb") as f:
-            yield from iter_tar_samples(f, max_member_bytes)
+        """The usable samples of shard `index` in key order (evaluation reads these)."""
+        for _, item in self.read_rows(index, max_member_bytes):
+            if isinstance(item, Sample):
+                yield item
 
     def sample_index(self) -> dict[str, list[tuple[str, float]]]:
         """Per shard file, its (key, weight) rows in key order, from the samples index (one read
@@ -131,26 +171,26 @@ class Dataset:
         t = table.filter(pc.equal(table["split"], self.split)).to_pydict()
         out: dict[str, list[tuple[str, float]]] = {}
         for key, shard, w in zip(t["key"], t["shard"], t["weight"], strict=True):
-            out.setdefault(shard, []).append((key, float(w)))
+            out.setdefault(shard, []).append((key, float(w) if w is not None else float("nan")))
         for rows in out.values():
             rows.sort()
         return out
 
 
-def iter_tar_samples(fileobj, max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES) -> Iterator[Sample]:
-    """Complete samples with at least one label (see `iter_tar_records`)."""
+def _row(key: str, labels: list[int] | None, weight: float | None) -> IndexRow:
+    return IndexRow(key, tuple(labels) if labels is not None else None, weight)
+
+
+def iter_tar_samples(
+    fileobj, max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES, num_classes: int | None = None
+) -> Iterator[Sample]:
+    """Complete samples of a tar alone (no index), with valid labels and weight (see
+    `iter_tar_records`; labels checked against `num_classes` when given)."""
     for name, jpg, meta in iter_tar_records(fileobj, max_member_bytes):
-        try:
-            sample = Sample(
-                key=name,
-                jpg=jpg,
-                labels=tuple(int(x) for x in meta["labels"]),
-                weight=float(meta["weight"]),
-            )
-        except (ValueError, KeyError, TypeError):
-            continue
-        if sample.labels:
-            yield sample
+        labels = check_labels(meta.get("labels"), num_classes)
+        weight = check_weight(meta.get("weight"))
+        if not isinstance(labels, str) and not isinstance(weight, str):
+            yield Sample(key=name, jpg=jpg, labels=labels, weight=weight)
 
 
 def check_shard_files(dataset: Dataset, verify: bool = False) -> None:
@@ -173,6 +213,16 @@ def check_shard_files(dataset: Dataset, verify: bool = False) -> None:
             f"{dataset.url}: {len(missing)} of {len(dataset.shards.files)} shards listed in "
             f"{index_dir(SHARDS)} are missing, e.g. {missing[0]}"
         )
+    if dataset.meta["format_version"] >= 2:
+        parts = set(dataset.store.list(index_dir(SAMPLES)))
+        lacking = [
+            f for f in dataset.shards.files if samples_part(f).rpartition("/")[2] not in parts
+        ]
+        if lacking:
+            raise FileNotFoundError(
+                f"{dataset.url}: {len(lacking)} of {len(dataset.shards.files)} shards have no "
+                f"samples part in {index_dir(SAMPLES)}, e.g. {samples_part(lacking[0])}"
+            )
     if not verify:
         return
     hashes = dataset.shards.sha256 or ("",) * len(dataset.shards.files)

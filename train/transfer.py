@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from .checkpoint import sha256_file
+from .config import MAXIMUM, MINIMUM
 from .models import build_model
 
 
@@ -45,7 +46,24 @@ def read_checkpoint(path: str | Path) -> dict:
         raise ValueError(f"{path}: not a readable torch checkpoint ({exc})") from exc
     if not isinstance(ckpt, dict) or "model" not in ckpt or "wnids" not in ckpt:
         raise ValueError(f"{path}: not a weakly training checkpoint (no 'model'/'wnids')")
+    if not isinstance(ckpt["wnids"], list) or not isinstance(ckpt.get("args", {}), dict):
+        raise ValueError(f"{path}: not a weakly training checkpoint ('wnids'/'args' malformed)")
     return ckpt
+
+
+def checkpoint_image_size(ckpt: dict, path: str | Path, given: int | None = None) -> int:
+    """The image size to score at: `given` (a flag), else the training run's, else 224.
+
+    A checkpoint is read from disk: a recorded size outside what `--image-size` accepts (a
+    200000-pixel side would ask for 120 GB per image) is refused in one line."""
+    value = given if given is not None else (ckpt.get("args") or {}).get("image_size") or 224
+    low, high = MINIMUM["image_size"], MAXIMUM["image_size"]
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        where = "--image-size" if given is not None else f"{path}: the run's image_size"
+        raise ValueError(
+            f"{where} {str(value)[:40]!r} is not a size from {low} to {high}; pass --image-size"
+        )
+    return value
 
 
 def checkpoint_arch(ckpt: dict, path: str | Path = "checkpoint") -> str:

@@ -21,6 +21,9 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from . import tar_reader
+from .tar_reader import TarMember
+
 FORMAT_NAME = "weakly-shards"
 # Version 2 made each index table a folder of parquet parts (weakly_base/index_tables.py);
 # version 1 datasets (one parquet file per table) stay readable, so both are accepted.
@@ -232,35 +235,90 @@ def shard_stats(
 DEFAULT_MAX_MEMBER_BYTES = 32 << 20
 
 
+@dataclass(frozen=True)
+class TarRecord:
+    """One sample as found in a shard: its key, and either its bytes and parsed json or the
+    reason it cannot be used (`problem`; then `jpg`/`meta` may be None)."""
+
+    key: str
+    jpg: bytes | None
+    meta: dict | None
+    problem: str | None = None
+
+
+def _parse_meta(data: bytes) -> tuple[dict | None, str | None]:
+    """The sample json, or why not. Deep nesting raises RecursionError, not ValueError."""
+    try:
+        meta = json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        return None, f"sample json unreadable ({type(exc).__name__})"
+    if not isinstance(meta, dict):
+        return None, f"sample json is a {type(meta).__name__}, not an object"
+    return meta, None
+
+
+def _is_member_name(name: str) -> bool:
+    return MEMBER_RE.match(name) is not None
+
+
+def _member_problem(member: TarMember) -> str | None:
+    if member.kind != tar_reader.FILE and member.kind != tar_reader.SPARSE:
+        return f"member {member.name!r} is a {member.kind}, not a file"
+    return member.skipped
+
+
+def iter_shard_records(
+    fileobj, max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES
+) -> Iterator[TarRecord]:
+    """Every sample a shard names, in stored order, usable or not.
+
+    Members are paired as written: `{key}.jpg` then `{key}.json`. A pair whose halves are both
+    readable regular files and whose json is an object is usable; a pair with a skipped half
+    (over the cap, sparse, a link, an oversized extended header) or unreadable json, and a
+    half without its partner, come with the reason. Members whose names do not match the key
+    rule are not samples and are passed over. Reading goes through
+    `weakly_base.tar_reader`, so no member costs more than the cap, and a broken archive ends
+    with `TarError` (a ValueError) after the records before it.
+    """
+    key, jpg, jpg_problem = None, None, None
+    members = tar_reader.iter_members(fileobj, _is_member_name, max_member_bytes)
+    for member in members:
+        m = MEMBER_RE.match(member.name)
+        if m is None:
+            continue
+        name, ext = m.group(1), m.group(2)
+        problem = _member_problem(member)
+        if ext == IMAGE_EXT:
+            if key is not None:
+                yield TarRecord(key, None, None, "no json member after the image")
+            key, jpg, jpg_problem = name, member.data, problem
+            continue
+        if name != key:
+            if key is not None:
+                yield TarRecord(key, None, None, "no json member after the image")
+            yield TarRecord(name, None, None, "no image member before the json")
+            key, jpg, jpg_problem = None, None, None
+            continue
+        record_jpg, key, jpg = jpg, None, None
+        if jpg_problem or problem:
+            yield TarRecord(name, None, None, jpg_problem or problem)
+            continue
+        meta, bad = _parse_meta(member.data)
+        yield TarRecord(name, record_jpg, meta, bad)
+    if key is not None:
+        yield TarRecord(key, None, None, "no json member after the image")
+
+
 def iter_tar_records(
     fileobj, max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES
 ) -> Iterator[tuple[str, bytes, dict]]:
     """(key, jpg bytes, parsed json) of every complete sample of a tar stream, in stored order.
 
     A sample is complete when its `.jpg` and `.json` arrive for the same key; anything else
-    (odd names, oversize members, orphan halves, unreadable json) is dropped here so the sample
-    positions agree with the index, which only lists complete samples. Member names are only
-    matched against the key rule, never used as paths.
+    (odd names, oversize members, orphan halves, unreadable json) is dropped here
+    (`iter_shard_records` says why). Member names are only matched against the key rule, never
+    used as paths. A broken archive raises `TarError` after the samples before the break.
     """
-    key, jpg = None, None
-    with tarfile.open(fileobj=fileobj, mode="r|") as tar:
-        for member in tar:
-            if not member.isfile() or member.size > max_member_bytes:
-                continue
-            m = MEMBER_RE.match(member.name)
-            if m is None:
-                continue
-            data = tar.extractfile(member).read()
-            name, ext = m.group(1), m.group(2)
-            if ext == IMAGE_EXT:
-                key, jpg = name, data
-                continue
-            if name != key or jpg is None:
-                continue
-            try:
-                meta = json.loads(data)
-            except ValueError:
-                meta = None
-            record, key, jpg = (name, jpg, meta), None, None
-            if isinstance(meta, dict):
-                yield record
+    for record in iter_shard_records(fileobj, max_member_bytes):
+        if record.problem is None:
+            yield record.key, record.jpg, record.meta
