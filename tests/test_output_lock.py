@@ -216,7 +216,10 @@ def test_ctrl_c_releases_the_lease(s3_server, source, lexicon_dir):
         _wait_for_chunks(first, store, 2)
         assert store.exists(WRITER_LOCK)
         os.killpg(first.pid, signal.SIGINT)
-        assert first.wait(timeout=120) != 0
+        assert first.wait(timeout=120) == 130
+        err = first.stderr.read().decode()
+        assert "interrupted; rerun the same command to resume" in err, err[-2000:]
+        assert "Traceback" not in err, err[-2000:]
     finally:
         if first.poll() is None:
             _kill(first)

@@ -127,6 +127,10 @@ def main(argv: list[str] | None = None) -> int:
         name = argv[0] if argv else "weakly"
         print(f"weakly {name}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: what is committed stays, a rerun resumes from it
+        name = argv[0] if argv else "weakly"
+        print(f"weakly {name}: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
