@@ -22,8 +22,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.ingest import IngestConfig
+from pipeline.label_plan import plan_labels
 from pipeline.manifest import Columns
-from pipeline.pass1 import pass1_file, plan_labels
+from pipeline.pass1 import pass1_file
 from wordnet_tools import load_lexicon
 
 

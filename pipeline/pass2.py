@@ -25,8 +25,8 @@ from .buckets import BUCKET_SCHEMA
 from .fetch import FetchError, fetch_completed
 from .images import ImageReject, prepare_image
 from .ingest_config import IngestConfig
+from .label_plan import buckets_of
 from .parquet_io import put_parquet, read_row_group
-from .pass1 import buckets_of
 from .phash import to_hex
 from .plan_tasks import row_weights
 

@@ -23,8 +23,8 @@ import numpy as np
 from weakly_base.storage import Store
 
 from . import work_layout as lay
+from .label_plan import choose_vocabulary, weight_reference
 from .manifest import MAX_TAG_CHARS
-from .pass1 import choose_vocabulary, weight_reference
 from .plan_tasks import canonical_file, file_seen, find_duplicates, label_file, weigh_file
 from .ray_tasks import Shared, fold_results
 from .report import render_report

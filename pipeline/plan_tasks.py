@@ -33,19 +33,18 @@ from weakly_base.storage import Store
 from . import work_layout as lay
 from .arrow_lists import lists_from_parents
 from .key_hash import key_partition
-from .manifest import Columns, tags_dropped
-from .parquet_io import put_parquet, read_parquet
-from .pass1 import (
-    _scatter,
+from .label_plan import (
     buckets_of,
     cut_to_vocabulary,
     first_occurrence,
     image_weights,
     label_codes,
     noisy_labels,
-    pass1_file,
     seen_counts,
 )
+from .manifest import Columns, tags_dropped
+from .parquet_io import put_parquet, read_parquet
+from .pass1 import _scatter, pass1_file
 from .ray_tasks import resolve
 
 WORK_COLUMNS = ["source", "row", "key", "url", "path", "image", "tags", "orig_key", "extra"]

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pyarrow as pa
 
-from pipeline.pass1 import first_occurrence
+from pipeline.label_plan import first_occurrence
 from pipeline.phash import dct_blocks, luma32
 from pipeline.weights import WeightConfig
 

@@ -17,8 +17,9 @@ from hypothesis import strategies as st
 from one_row_reference import duplicate_of, image_weight, row_key, synset_weights
 
 from pipeline.keys import row_keys, sanitise_key
+from pipeline.label_plan import plan_labels
 from pipeline.manifest import Columns, _columnar_to_rows, _records_to_table, read_manifest
-from pipeline.pass1 import canonicalise_rows, pass1_file, plan_labels
+from pipeline.pass1 import canonicalise_rows, pass1_file
 from pipeline.weights import WeightConfig
 from weakly_base.shard_format import weight_bucket
 from wordnet_tools import top_k_vocabulary

@@ -16,9 +16,10 @@ import pytest
 from pipeline import work_layout as lay
 from pipeline.ingest_config import IngestConfig, RunOptions
 from pipeline.key_hash import key_hashes, key_partition
+from pipeline.label_plan import plan_labels
 from pipeline.manifest import Columns
 from pipeline.parquet_io import read_parquet
-from pipeline.pass1 import pass1_file, plan_labels
+from pipeline.pass1 import pass1_file
 from pipeline.plan import Plan, run_plan
 from pipeline.plan_tasks import read_labelled, row_weights
 from pipeline.weights import WeightConfig
@@ -123,7 +124,7 @@ def test_rounds_decide_what_one_process_decides(
     ), "a live row whose key a rejected row had first is a duplicate of that row"
     assert "bad_manifest" in plan.rejects_by_reason
 
-    from pipeline.pass1 import buckets_of
+    from pipeline.label_plan import buckets_of
 
     used = sorted(set(ref.buckets[live].tolist()))
     assert plan.buckets == used

@@ -14,8 +14,9 @@ from one_row_reference import image_weight, synset_weights
 
 from pipeline.ingest import IngestConfig
 from pipeline.keys import sanitise_key
+from pipeline.label_plan import plan_labels
 from pipeline.manifest import ROWS_SCHEMA
-from pipeline.pass1 import canonicalise_rows, plan_labels
+from pipeline.pass1 import canonicalise_rows
 from pipeline.weights import WeightConfig
 from train.sampler import Plan, emission_count, visit_draws
 from train.shards import MEMBER_RE

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from one_row_reference import duplicate_of, image_weight, synset_weights
 
 from pipeline.keys import sanitise_key
+from pipeline.label_plan import apply_label_noise
 from pipeline.manifest import ManifestError, list_manifest_files, read_manifest
-from pipeline.pass1 import apply_label_noise
 from pipeline.weights import WeightConfig
 from weakly_base.shard_format import KEY_MAX_LEN, KEY_RE, weight_bucket
 

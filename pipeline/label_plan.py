@@ -1,0 +1,291 @@
+"""The label plan (pure functions over Arrow columns): duplicate keys, the vocabulary, label
+noise, counts f(s), per-image weights and weight buckets.
+
+`plan_labels` is the whole plan in one process, the reference the distributed rounds of
+pipeline/plan_tasks.py are held to (tests/test_plan_rounds.py); the rounds call the same pieces
+on one manifest file or one key partition at a time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from weakly_base.shard_format import weight_bucket
+
+from .pass1 import _list_parts, _lists_from_pairs, _scatter
+from .weights import WeightConfig, synset_weight_array
+
+
+class PlanConfig(Protocol):
+    vocab: str
+    weighting: WeightConfig
+    label_noise: float
+    seed: int
+
+
+def first_occurrence(keys: pa.Array) -> np.ndarray:
+    """For each row, the index of the first row with the same key (-1 for null keys)."""
+    keys = keys.combine_chunks() if isinstance(keys, pa.ChunkedArray) else keys
+    if len(keys) == 0:
+        return np.zeros(0, np.int64)
+    encoded = pc.dictionary_encode(keys)
+    codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+    first = np.full(len(encoded.dictionary) + 1, -1, np.int64)
+    valid = np.flatnonzero(codes >= 0)
+    # np.unique's return_index is the first position of each code in `codes[valid]`.
+    uniq, at = np.unique(codes[valid], return_index=True)
+    first[uniq] = valid[at]
+    return first[codes]
+
+
+def apply_label_noise(
+    wnids: list[list[str]], keys: list[str], counts: Counter, p: float, seed: int
+) -> list[list[str]]:
+    """Replace each label with probability p by one drawn from the label marginal.
+
+    Seeded per key, so the noise does not depend on row order or chunking (Mahajan et al.'s
+    ablation draws replacements from the hashtag distribution).
+    """
+    if p <= 0:
+        return wnids
+    vocab = sorted(counts)
+    probs = np.array([counts[w] for w in vocab], dtype=np.float64)
+    cdf = np.cumsum(probs / probs.sum())
+    out = []
+    for key, labels in zip(keys, wnids, strict=True):
+        rng = np.random.default_rng(
+            int.from_bytes(hashlib.sha1(f"{seed}:{key}".encode()).digest()[:8])
+        )
+        noisy = set()
+        for label in labels:
+            if rng.random() < p:
+                noisy.add(
+                    vocab[
+                        min(int(np.searchsorted(cdf, rng.random(), side="right")), len(vocab) - 1)
+                    ]
+                )
+            else:
+                noisy.add(label)
+        out.append(sorted(noisy))
+    return out
+
+
+@dataclass
+class LabelPlan:
+    """The driver's pass-1 decisions for every input row, in input order.
+
+    Columns, not Python lists: at 10M rows a list of lists of label strings alone is gigabytes.
+    """
+
+    keys: pa.Array  # string
+    rejects: pa.Array  # string: "reason: detail", or null for rows that go on to pass 2
+    wnids: pa.Array  # list<string>, sorted; empty for rejected rows
+    vocabulary: tuple[str, ...]
+    counts: Counter  # f(s): images per synset among rows that go on
+    weights: np.ndarray  # float64, 0 for rejected rows
+    buckets: np.ndarray  # int64, -1 for rejected rows
+
+    @property
+    def live(self) -> np.ndarray:
+        return pc.is_null(self.rejects).to_numpy(zero_copy_only=False)
+
+
+def _image_weights(
+    parents: np.ndarray, codes: np.ndarray, counts: np.ndarray, n: int, config: WeightConfig
+) -> np.ndarray:
+    """Per-row weight from (row, synset code) pairs sorted by row; 0 for rows without labels.
+
+    The weighting law of pipeline/weights.py, as array reductions over each row's labels.
+    """
+    per_synset = synset_weight_array(counts, config)
+    weights = np.zeros(n, np.float64)
+    if len(codes) == 0:
+        return weights
+    rows, starts = np.unique(parents, return_index=True)
+    values = per_synset[codes]
+    if config.reduce == "max":
+        reduced = np.maximum.reduceat(values, starts)
+    else:
+        reduced = np.add.reduceat(values, starts) / np.diff(np.append(starts, len(codes)))
+    if config.scheme == "inv-sqrt":
+        rare = np.logical_or.reduceat(counts[codes] < config.rare_threshold, starts)
+        reduced = np.where(rare, reduced * config.rare_upsample, reduced)
+    weights[rows] = reduced
+    return weights
+
+
+def _reject_duplicates(rows: pa.Table, key_column: pa.Array, rejects: pa.Array, live) -> pa.Array:
+    """Every live row whose key an earlier row has is rejected, naming the first; `live` is
+    updated in place."""
+    n = rows.num_rows
+    first = first_occurrence(key_column)
+    duplicates = np.flatnonzero((first >= 0) & (first != np.arange(n)) & live)
+    if len(duplicates) == 0:
+        return rejects
+    firsts = pa.array(first[duplicates], pa.int64())
+    sources = rows["source"].combine_chunks().take(firsts).to_pylist()
+    numbers = rows["row"].combine_chunks().take(firsts).to_pylist()
+    live[duplicates] = False
+    return _scatter(
+        rejects,
+        duplicates,
+        [
+            f"duplicate_key: first at {source} row {number}"
+            for source, number in zip(sources, numbers, strict=True)
+        ],
+    )
+
+
+def choose_vocabulary(seen: dict[str, int], vocab: str, lexicon) -> tuple[str, ...]:
+    """The sorted vocabulary: fixed for in1k and nouns; for top:K the K synsets the live rows
+    name most (`seen`: images per synset among rows that go on, before the cut)."""
+    from wordnet_tools import top_k_vocabulary
+
+    if vocab in ("in1k", "nouns"):
+        return tuple(sorted(lexicon.vocabulary))
+    return tuple(
+        top_k_vocabulary({w: c for w, c in seen.items() if c}, int(vocab.split(":", 1)[1]))
+    )
+
+
+def seen_counts(wnid_lists: pa.Array, live: np.ndarray) -> dict[str, int]:
+    """Images per synset among the live rows' (uncut) labels."""
+    parents, flat = _list_parts(wnid_lists)
+    if len(flat) == 0:
+        return {}
+    encoded = pc.dictionary_encode(flat)
+    codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    seen = np.bincount(codes[live[parents]], minlength=len(encoded.dictionary))
+    names = encoded.dictionary.to_pylist()
+    return {w: int(c) for w, c in zip(names, seen.tolist(), strict=True) if c}
+
+
+def cut_to_vocabulary(
+    wnid_lists: pa.Array, rejects: pa.Array, live, vocabulary: tuple[str, ...], vocab_name: str
+) -> tuple[pa.Array, pa.Array]:
+    """(every row's labels cut to the vocabulary, rejects): a live row left without a label is
+    rejected as out of vocabulary; `live` is updated in place."""
+    n = len(wnid_lists)
+    parents, flat = _list_parts(wnid_lists)
+    encoded = pc.dictionary_encode(flat) if len(flat) else None
+    names = encoded.dictionary.to_pylist() if encoded is not None else []
+    codes = (
+        encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        if encoded is not None
+        else np.zeros(0, np.int64)
+    )
+    on = live[parents] if len(parents) else np.zeros(0, bool)
+    # Re-code into sorted vocabulary order; labels outside the vocabulary get -1 and drop out.
+    code_in_vocab = {w: i for i, w in enumerate(vocabulary)}
+    recode = np.array([code_in_vocab.get(w, -1) for w in names] + [-1], dtype=np.int64)
+    vcodes = recode[codes] if len(codes) else codes
+    keep = vcodes >= 0  # every row's labels are cut to the vocabulary; only live rows count
+    has_label = np.bincount(parents[keep & on], minlength=n) > 0
+    outside = np.flatnonzero(live & ~has_label)
+    rejects = _scatter(
+        rejects,
+        outside,
+        [f"out_of_vocabulary: no tag's synset is in {vocab_name}"] * len(outside),
+    )
+    live &= has_label
+    vocab_names = pa.array(vocabulary, pa.string())
+    return _lists_from_pairs(parents[keep], vcodes[keep], vocab_names, n), rejects
+
+
+def noisy_labels(wnid_lists: pa.Array, key_column: pa.Array, live, marginal: Counter, config):
+    """The live rows' labels with `config.label_noise` applied (apply_label_noise), drawing
+    replacements from `marginal` (images per synset over every live row of the job)."""
+    live_idx = np.flatnonzero(live)
+    wnids = wnid_lists.to_pylist()
+    keys = key_column.to_pylist()
+    noisy = apply_label_noise(
+        [wnids[i] for i in live_idx.tolist()],
+        [keys[i] for i in live_idx.tolist()],
+        marginal,
+        config.label_noise,
+        config.seed,
+    )
+    for i, labels in zip(live_idx.tolist(), noisy, strict=True):
+        wnids[i] = labels
+    return pa.array(wnids, pa.list_(pa.string()))
+
+
+def weight_reference(counts: np.ndarray, config: WeightConfig) -> float:
+    """The largest weight any image can have, from the synset counts alone: the reference that
+    weight buckets are cut from. Exact for `reduce=max` (the rarest synset has the largest
+    weight, and an image with it is rare if any is); an upper bound for `mean`. A job that
+    holds no rows can therefore assign buckets in its tasks."""
+    counts = np.asarray(counts)
+    used = counts > 0
+    if not used.any():
+        return 1.0
+    top = float(synset_weight_array(counts, config)[used].max())
+    if config.scheme == "inv-sqrt" and (counts[used] < config.rare_threshold).any():
+        top *= config.rare_upsample
+    return top
+
+
+def buckets_of(weights: np.ndarray, reference: float) -> np.ndarray:
+    """Weight bucket of each weight (-1 where the weight is 0: a rejected row)."""
+    distinct, inverse = np.unique(weights, return_inverse=True)
+    bucket_of = np.array(
+        [weight_bucket(float(w), reference) if w > 0 else -1 for w in distinct], np.int64
+    )
+    return bucket_of[inverse] if len(distinct) else np.zeros(0, np.int64)
+
+
+def label_codes(wnid_lists: pa.Array, vocabulary: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """(row, vocabulary code) pairs of every label, sorted by row then code."""
+    parents, flat = _list_parts(wnid_lists)
+    vocab_names = pa.array(vocabulary, pa.string())
+    codes = pc.index_in(flat, value_set=vocab_names).to_numpy(zero_copy_only=False)
+    return parents, codes.astype(np.int64)
+
+
+def image_weights(pair_rows, pair_codes, counts, n: int, config: WeightConfig) -> np.ndarray:
+    """Per-row weight from the job's synset counts (pipeline/weights.py's law)."""
+    return _image_weights(pair_rows, pair_codes, np.asarray(counts), n, config)
+
+
+def _weights_and_buckets(
+    wnid_lists: pa.Array, live, vocabulary: tuple[str, ...], config: PlanConfig
+) -> tuple[Counter, np.ndarray, np.ndarray]:
+    """(f(s) per synset, weight per row, weight bucket per row) over the live rows' labels."""
+    n = len(live)
+    parents, codes = label_codes(wnid_lists, vocabulary)
+    on = live[parents] if len(parents) else np.zeros(0, bool)
+    pair_rows, pair_codes = parents[on], codes[on]
+    counts = np.bincount(pair_codes, minlength=len(vocabulary))
+    weights = image_weights(pair_rows, pair_codes, counts, n, config.weighting)
+    buckets = np.full(n, -1, np.int64)
+    buckets[live] = buckets_of(weights[live], weight_reference(counts, config.weighting))
+    count_map = Counter(
+        {w: int(c) for w, c in zip(vocabulary, counts.tolist(), strict=True) if c > 0}
+    )
+    return count_map, weights, buckets
+
+
+def plan_labels(rows: pa.Table, config: PlanConfig, lexicon) -> LabelPlan:
+    """Duplicate keys, vocabulary, label noise, counts, weights and buckets (a pure function).
+
+    The whole job in one process: the reference that the distributed plan (pipeline/plan.py)
+    must agree with row for row."""
+    key_column = rows["key"].combine_chunks()
+    rejects = rows["reject"].combine_chunks()
+    live = pc.is_null(rejects).to_numpy(zero_copy_only=False)
+    rejects = _reject_duplicates(rows, key_column, rejects, live)
+    uncut = rows["wnids"].combine_chunks()
+    vocabulary = choose_vocabulary(seen_counts(uncut, live), config.vocab, lexicon)
+    wnid_lists, rejects = cut_to_vocabulary(uncut, rejects, live, vocabulary, config.vocab)
+    if config.label_noise > 0:
+        marginal = Counter(seen_counts(wnid_lists, live))
+        wnid_lists = noisy_labels(wnid_lists, key_column, live, marginal, config)
+    counts, weights, buckets = _weights_and_buckets(wnid_lists, live, vocabulary, config)
+    return LabelPlan(key_column, rejects, wnid_lists, vocabulary, counts, weights, buckets)
