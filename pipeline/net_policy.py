@@ -5,7 +5,7 @@ Why: manifest URLs come from the web. Without a policy a row naming
 DNS answer is that address) has the ingest machine fetch its cloud credentials and write them
 into a shard as a rejected-or-not row. So every address is checked where the socket is
 connected: the fetcher resolves a host once, checks each address, and connects to the address
-it checked (pipeline/http_session.py), on every redirect hop. A host whose DNS answer changes
+it checked (pipeline/http_connect.py), on every redirect hop. A host whose DNS answer changes
 between a check and the connect (DNS rebinding) gains nothing, since no second lookup is made.
 
 The rule, in one line: an address in an `--allow-networks` network is fetched; otherwise one

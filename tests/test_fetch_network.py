@@ -18,8 +18,8 @@ import pytest
 from hostile_http import GOOD, HostileServer
 from ingest_fixtures import encode, photo
 
+from pipeline import http_connect, pass2
 from pipeline import http_session as fetch_module
-from pipeline import pass2
 from pipeline.fetch import FetchConfig, FetchError, Session, fetch_completed, fetch_iter, fetch_url
 from pipeline.images import ImageConfig
 from pipeline.ingest_config import IngestConfig
@@ -196,7 +196,7 @@ def test_host_names_are_resolved_once_and_failures_still_refuse(server, monkeypa
         with pytest.raises(FetchError) as caught:
             fetch_url(f"http://nowhere.invalid:{port}/x.jpg", CONFIG)
         assert caught.value.reason == "connection_error"
-    monkeypatch.setattr(fetch_module, "DNS_TTL", 0.0)  # expired entries are looked up again
+    monkeypatch.setattr(http_connect, "DNS_TTL", 0.0)  # expired entries are looked up again
     fetch_module.DNS.clear()
     fetch_url(f"http://localhost:{port}/img/5", CONFIG)
     fetch_url(f"http://localhost:{port}/img/5", CONFIG)
