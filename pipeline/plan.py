@@ -28,6 +28,7 @@ from .manifest import MAX_TAG_CHARS
 from .plan_tasks import canonical_file, file_seen, find_duplicates, label_file, weigh_file
 from .ray_tasks import Shared, fold_results
 from .report import render_report
+from .summary import count_rows, row
 from .weights import synset_weight_array
 
 PLAN_VERSION = 1
@@ -83,22 +84,21 @@ class Plan:
         distribution and the weights it gets."""
         used = sum(1 for c in self.counts if c)
         lines = [
-            f"{'rows in':<28}{self.input_rows:>12,}",
-            f"{'to fetch':<28}{self.to_fetch:>12,}",
-            f"{'rejected':<28}{self.input_rows - self.to_fetch:>12,}",
+            row("rows in", self.input_rows),
+            row("to fetch", self.to_fetch),
+            row("rejected", self.input_rows - self.to_fetch),
         ]
-        for reason, n in sorted(self.rejects_by_reason.items(), key=lambda x: (-x[1], x[0])):
-            lines.append(f"{'  ' + reason:<28}{n:>12,}")
+        lines += count_rows(self.rejects_by_reason)
         if self.tags_dropped:
-            lines.append(f"{'tags dropped (too long)':<28}{self.tags_dropped:>12,}")
-        lines.append(f"{'vocabulary ' + self.vocab:<28}{len(self.vocabulary):>12,}")
-        lines.append(f"{'synsets with images':<28}{used:>12,}")
+            lines.append(row("tags dropped (too long)", self.tags_dropped))
+        lines.append(row("vocabulary " + self.vocab, len(self.vocabulary)))
+        lines.append(row("synsets with images", used))
         head = sorted(range(len(self.counts)), key=lambda i: (-self.counts[i], i))[:top]
         for i in head:
             if self.counts[i]:
                 name = f"  {self.vocabulary[i]} {self.names[i]}"[:27]
-                lines.append(f"{name:<28}{self.counts[i]:>12,}")
-        lines.append(f"{'weight buckets':<28}{len(self.buckets):>12,}")
+                lines.append(row(name, self.counts[i]))
+        lines.append(row("weight buckets", len(self.buckets)))
         lines.append("plan: plan.json, index/report.png, index/rejects/ (no image fetched)")
         return "\n".join(lines)
 
@@ -206,9 +206,10 @@ def run_plan(ray, store: Store, files: list[str], config, lexicon, options) -> P
         buckets.update(result["buckets"])
 
     counts_ref = ray.put(counts)
-    refs = [
+    refs = [  # a file with no live rows has nothing to weigh
         task(weigh_file).remote(store, f, live[f], counts_ref, reference, edges, config)
         for f in range(len(files))
+        if live[f]
     ]
     fold_results(ray, refs, "pass 1: weights", progress, took_weights)
     _write_report(store, counts, weighted, hist, edges)

@@ -203,7 +203,8 @@ def label_file(
     parents, codes = label_codes(wnid_lists, vocabulary)
     on = live[parents] if len(parents) else np.zeros(0, bool)
     counts = np.bincount(codes[on], minlength=len(vocabulary))
-    put_parquet(store, lay.pass1_rejects_part(f), _rejects_part(table, rejects, live))
+    rejected = _rejects_part(table, rejects, live)
+    put_parquet(store, lay.pass1_rejects_part(f), rejected)
     take = pa.array(np.flatnonzero(live), pa.int64())
     live_wnids = wnid_lists.take(take)
     _, live_codes = label_codes(live_wnids, vocabulary)
@@ -226,10 +227,7 @@ def label_file(
         part = labelled.slice(start, part_rows)
         put_parquet(store, lay.labelled_part(f, j), part, row_group_size=config.chunk_rows)
     used = np.flatnonzero(counts)
-    reasons = Counter(
-        r.partition(": ")[0]
-        for r in rejects.take(pa.array(np.flatnonzero(~live), pa.int64())).to_pylist()
-    )
+    reasons = Counter(rejected["reason"].to_pylist())
     return {
         "rows": table.num_rows,
         "live": len(take),
@@ -248,11 +246,9 @@ def row_weights(labels: pa.Array, counts: np.ndarray, config) -> np.ndarray:
 
 
 def read_labelled(store: Store, f: int, live: int, chunk_rows: int, columns=None) -> pa.Table:
-    """All of file `f`'s labelled rows (`live` of them, none when 0), in order."""
+    """All of file `f`'s labelled rows (`live` of them, at least one), in order."""
     parts = [read_parquet(store, p, columns) for p in lay.labelled_parts(f, live, chunk_rows)]
-    if parts:
-        return pa.concat_tables(parts)
-    return pa.table({"labels": pa.array([], pa.list_(pa.int32()))})  # what weigh_file reads
+    return pa.concat_tables(parts)
 
 
 def weigh_file(

@@ -9,15 +9,13 @@ from collections.abc import Callable, Iterable, Iterator
 from weakly_base.storage import StorageError
 
 
-def init_ray(address: str | None, num_cpus: int | None, env: dict | None = None):
-    """The `ray` module, initialised: the cluster at `address`, else a local Ray. `env` is
-    set in every worker (e.g. the object store's endpoint and credentials)."""
+def init_ray(address: str | None, num_cpus: int | None):
+    """The `ray` module, initialised: the cluster at `address`, else a local Ray. Storage
+    options reach the tasks inside each `Store`, not through the workers' environment."""
     import ray
 
     if not ray.is_initialized():
         kwargs = {"include_dashboard": False, "log_to_driver": True}
-        if env:
-            kwargs["runtime_env"] = {"env_vars": env}
         if address:
             ray.init(address=address, **kwargs)
         else:
@@ -74,13 +72,6 @@ def fold_results(ray, refs: list, desc: str, enabled: bool, consume: Callable) -
         refs[i] = None
         bar.update(1)
     bar.close()
-
-
-def wait_all(ray, refs: list, desc: str, enabled: bool) -> list:
-    """Results in submission order, with a progress bar."""
-    out: list = []
-    fold_results(ray, list(refs), desc, enabled, lambda i, r: out.append(r))
-    return out
 
 
 def run_windowed(

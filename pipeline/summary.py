@@ -1,8 +1,19 @@
-"""`IngestSummary`: what one ingest run did, as the table `weakly ingest` prints."""
+"""`IngestSummary`: what one ingest run did, as the table `weakly ingest` prints, and the row
+format that table and `--plan-only`'s share."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+
+def row(label: str, n: int) -> str:
+    """One line of a printed table: a label and a right-aligned count."""
+    return f"{label:<28}{n:>12,}"
+
+
+def count_rows(counts: dict[str, int]) -> list[str]:
+    """Indented rows of `counts`, most first (reject reasons under their total)."""
+    return [row("  " + k, n) for k, n in sorted(counts.items(), key=lambda x: (-x[1], x[0]))]
 
 
 @dataclass
@@ -20,17 +31,16 @@ class IngestSummary:
 
     def table(self) -> str:
         lines = [
-            f"{'rows in':<28}{self.input_rows:>12,}",
-            f"{'written':<28}{self.written:>12,}",
-            f"{'rejected':<28}{self.rejected:>12,}",
+            row("rows in", self.input_rows),
+            row("written", self.written),
+            row("rejected", self.rejected),
+            *count_rows(self.rejects_by_reason),
         ]
-        for reason, n in sorted(self.rejects_by_reason.items(), key=lambda x: (-x[1], x[0])):
-            lines.append(f"{'  ' + reason:<28}{n:>12,}")
         for eval_set, n in sorted(self.eval_matches_by_set.items()):
-            lines.append(f"{'eval matches ' + eval_set:<28}{n:>12,}")
+            lines.append(row("eval matches " + eval_set, n))
         lines += [
-            f"{'shards':<28}{self.shards:>12,}",
-            f"{'bytes':<28}{self.bytes:>12,}",
+            row("shards", self.shards),
+            row("bytes", self.bytes),
             f"{'images/s':<28}{self.images_per_second:>12,.1f}",
             f"output: {self.out}",
         ]
