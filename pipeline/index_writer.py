@@ -114,6 +114,8 @@ def write_dataset_json(
             "counts": plan.counts,
         },
         "weighting": config.weighting.as_dict(),
+        "law": plan.law,
+        "label_noise": plan.noise,
         "splits": splits,
         "totals": {"input_rows": plan.input_rows, "written": written, "rejected": rejected},
         "rejects_by_reason": dict(sorted(by_reason.items())),
@@ -138,4 +140,5 @@ def write_dataset_json(
         bytes=int(sum(t["bytes"] for t in totals.splits.values())),
         seconds=0.0,
         images_per_second=0.0,
+        noise=plan.noise,
     )

@@ -148,7 +148,7 @@ def _chunks(plan: Plan, store: Store, chunk_rows: int, totals: Pass2Totals, task
 def _run_pass2(ray, store: Store, plan: Plan, config: IngestConfig, eval_index, options):
     totals = Pass2Totals()
     task = ray.remote(max_retries=3)(process_chunk)
-    shared = (config, ray.put(plan.counts), plan.reference, ray.put(eval_index))
+    shared = (config, ray.put(plan.counts), plan.solved_law(), ray.put(eval_index))
     window = max(4, 2 * int(ray.cluster_resources().get("CPU", 2)))
     calls = _chunks(plan, store, config.chunk_rows, totals, task, shared)
     run_windowed(ray, calls, window, "pass 2", options.progress, lambda t, r: totals.add_chunk(r))

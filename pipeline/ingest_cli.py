@@ -60,11 +60,56 @@ def _add_ingest_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--config", help="YAML/JSON file with any of these options")
     p.add_argument("--vocab", default="in1k", help="in1k | nouns | top:K (default in1k)")
-    p.add_argument("--weighting", default="inv-sqrt", choices=SCHEMES)
-    p.add_argument("--weight-reduce", default="max", choices=REDUCERS)
-    p.add_argument("--rare-threshold", type=int, default=10, help="f(s) below this is rare")
-    p.add_argument("--rare-upsample", type=float, default=100.0)
-    p.add_argument("--label-noise", type=float, default=0.0, help="replace this fraction of labels")
+    p.add_argument(
+        "--weighting",
+        default="inv-sqrt",
+        choices=SCHEMES,
+        help="sampling law; a sample's weight is its expected appearances per epoch, train "
+        "weights sum to --epoch-size E; f(h) = train images with synset h, N = train images. "
+        "natural: r = E/N. "
+        "sqrt (Mahajan et al. 2018): r(h) = max(1, sqrt(t/f(h))), r(I) = max_h r(h), t solved "
+        "so that sum_I r(I) = E (every image at least once; the head keeps its natural "
+        "frequency). "
+        "uniform (Mahajan's third arm, phi(x) = x): r(h) = max(1, t/f(h)). "
+        "inv-sqrt (SWAG, default): w = s * max_h f(h)^-1/2, times --rare-upsample when the "
+        "image has a rare tag, s scaling the sum to E",
+    )
+    p.add_argument(
+        "--epoch-size",
+        metavar="N|Mx",
+        help="samples per epoch: N, or Mx for M times the train images (default: 1x for "
+        "natural and inv-sqrt, 2x for sqrt and uniform, which need at least 1x)",
+    )
+    p.add_argument(
+        "--weight-reduce",
+        default="max",
+        choices=REDUCERS,
+        help="inv-sqrt: combine an image's tags by max (its rarest tag, default) or mean of "
+        "f^-1/2; sqrt and uniform take max (Mahajan et al.)",
+    )
+    p.add_argument(
+        "--rare-mass",
+        type=float,
+        default=0.01,
+        metavar="Q",
+        help="inv-sqrt: a tag is rare when it is among the least frequent tags that together "
+        "carry at most Q of all (image, tag) pairs; the same fraction on 1e3 or 1e9 images "
+        "(default 0.01; 0: none)",
+    )
+    p.add_argument(
+        "--rare-upsample",
+        type=float,
+        default=100.0,
+        help="inv-sqrt: weight factor for an image with a rare tag (default 100, SWAG)",
+    )
+    p.add_argument("--rare-threshold", help=argparse.SUPPRESS)  # removed: an error says why
+    p.add_argument(
+        "--label-noise",
+        type=float,
+        default=0.0,
+        help="replace this fraction of train labels by draws from the label marginal, never "
+        "the image's own labels; the realised fraction is reported",
+    )
     p.add_argument(
         "--holdout",
         type=float,
@@ -168,6 +213,12 @@ def _add_ingest_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> IngestConfig:
+    if getattr(args, "rare_threshold", None) is not None:
+        raise ValueError(
+            "--rare-threshold was removed (an absolute count means different things on 1e3 and "
+            "1e9 images): use --rare-mass Q, the rarest tags holding a fraction Q of all tag "
+            "occurrences (default 0.01)"
+        )
     columns = Columns(
         key=args.key_column,
         url=args.url_column,
@@ -179,7 +230,11 @@ def config_from_args(args: argparse.Namespace) -> IngestConfig:
     return IngestConfig(
         vocab=args.vocab,
         weighting=WeightConfig(
-            args.weighting, args.weight_reduce, args.rare_threshold, args.rare_upsample
+            scheme=args.weighting,
+            reduce=args.weight_reduce,
+            rare_mass=args.rare_mass,
+            rare_upsample=args.rare_upsample,
+            epoch_size=args.epoch_size,
         ),
         image=ImageConfig(
             image_size=args.image_size,

@@ -1,6 +1,10 @@
 """The label plan (pure functions over Arrow columns): duplicate keys, the vocabulary, label
 noise, counts f(s), per-image weights and weight buckets.
 
+Only `train` rows (pipeline/split.py: by key hash, `--holdout`) count: the vocabulary's top:K,
+the noise marginal, f(s) and the law's tally see no held-out image. Held-out rows are cut to
+the same vocabulary, keep their labels as given and get weight 1 (pipeline/weights.py).
+
 `plan_labels` is the whole plan in one process, the reference the distributed rounds of
 pipeline/plan_tasks.py are held to (tests/test_plan_rounds.py); the rounds call the same pieces
 on one manifest file or one key partition at a time.
@@ -8,7 +12,6 @@ on one manifest file or one key partition at a time.
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 from dataclasses import dataclass
 from typing import Protocol
@@ -19,8 +22,10 @@ import pyarrow.compute as pc
 
 from weakly_base.shard_format import weight_bucket
 
+from .label_noise import NoiseTally, noisy_labels
 from .pass1 import _list_parts, _lists_from_pairs, _scatter
-from .weights import WeightConfig, synset_weight_array
+from .split import train_mask
+from .weights import Law, LawTally, WeightConfig, solve_law, tally_rows
 
 
 class PlanConfig(Protocol):
@@ -28,6 +33,7 @@ class PlanConfig(Protocol):
     weighting: WeightConfig
     label_noise: float
     seed: int
+    holdout: float
 
 
 def first_occurrence(keys: pa.Array) -> np.ndarray:
@@ -45,38 +51,6 @@ def first_occurrence(keys: pa.Array) -> np.ndarray:
     return first[codes]
 
 
-def apply_label_noise(
-    wnids: list[list[str]], keys: list[str], counts: Counter, p: float, seed: int
-) -> list[list[str]]:
-    """Replace each label with probability p by one drawn from the label marginal.
-
-    Seeded per key, so the noise does not depend on row order or chunking (Mahajan et al.'s
-    ablation draws replacements from the hashtag distribution).
-    """
-    if p <= 0:
-        return wnids
-    vocab = sorted(counts)
-    probs = np.array([counts[w] for w in vocab], dtype=np.float64)
-    cdf = np.cumsum(probs / probs.sum())
-    out = []
-    for key, labels in zip(keys, wnids, strict=True):
-        rng = np.random.default_rng(
-            int.from_bytes(hashlib.sha1(f"{seed}:{key}".encode()).digest()[:8])
-        )
-        noisy = set()
-        for label in labels:
-            if rng.random() < p:
-                noisy.add(
-                    vocab[
-                        min(int(np.searchsorted(cdf, rng.random(), side="right")), len(vocab) - 1)
-                    ]
-                )
-            else:
-                noisy.add(label)
-        out.append(sorted(noisy))
-    return out
-
-
 @dataclass
 class LabelPlan:
     """The driver's pass-1 decisions for every input row, in input order.
@@ -88,37 +62,15 @@ class LabelPlan:
     rejects: pa.Array  # string: "reason: detail", or null for rows that go on to pass 2
     wnids: pa.Array  # list<string>, sorted; empty for rejected rows
     vocabulary: tuple[str, ...]
-    counts: Counter  # f(s): images per synset among rows that go on
+    counts: Counter  # f(s): train images per synset among rows that go on
     weights: np.ndarray  # float64, 0 for rejected rows
     buckets: np.ndarray  # int64, -1 for rejected rows
+    law: Law
+    noise: NoiseTally
 
     @property
     def live(self) -> np.ndarray:
         return pc.is_null(self.rejects).to_numpy(zero_copy_only=False)
-
-
-def _image_weights(
-    parents: np.ndarray, codes: np.ndarray, counts: np.ndarray, n: int, config: WeightConfig
-) -> np.ndarray:
-    """Per-row weight from (row, synset code) pairs sorted by row; 0 for rows without labels.
-
-    The weighting law of pipeline/weights.py, as array reductions over each row's labels.
-    """
-    per_synset = synset_weight_array(counts, config)
-    weights = np.zeros(n, np.float64)
-    if len(codes) == 0:
-        return weights
-    rows, starts = np.unique(parents, return_index=True)
-    values = per_synset[codes]
-    if config.reduce == "max":
-        reduced = np.maximum.reduceat(values, starts)
-    else:
-        reduced = np.add.reduceat(values, starts) / np.diff(np.append(starts, len(codes)))
-    if config.scheme == "inv-sqrt":
-        rare = np.logical_or.reduceat(counts[codes] < config.rare_threshold, starts)
-        reduced = np.where(rare, reduced * config.rare_upsample, reduced)
-    weights[rows] = reduced
-    return weights
 
 
 def _reject_duplicates(rows: pa.Table, key_column: pa.Array, rejects: pa.Array, live) -> pa.Array:
@@ -156,7 +108,7 @@ def choose_vocabulary(seen: dict[str, int], vocab: str, lexicon) -> tuple[str, .
 
 
 def seen_counts(wnid_lists: pa.Array, live: np.ndarray) -> dict[str, int]:
-    """Images per synset among the live rows' (uncut) labels."""
+    """Images per synset among the `live` rows' labels (a boolean row mask)."""
     parents, flat = _list_parts(wnid_lists)
     if len(flat) == 0:
         return {}
@@ -199,39 +151,6 @@ def cut_to_vocabulary(
     return _lists_from_pairs(parents[keep], vcodes[keep], vocab_names, n), rejects
 
 
-def noisy_labels(wnid_lists: pa.Array, key_column: pa.Array, live, marginal: Counter, config):
-    """The live rows' labels with `config.label_noise` applied (apply_label_noise), drawing
-    replacements from `marginal` (images per synset over every live row of the job)."""
-    live_idx = np.flatnonzero(live)
-    wnids = wnid_lists.to_pylist()
-    keys = key_column.to_pylist()
-    noisy = apply_label_noise(
-        [wnids[i] for i in live_idx.tolist()],
-        [keys[i] for i in live_idx.tolist()],
-        marginal,
-        config.label_noise,
-        config.seed,
-    )
-    for i, labels in zip(live_idx.tolist(), noisy, strict=True):
-        wnids[i] = labels
-    return pa.array(wnids, pa.list_(pa.string()))
-
-
-def weight_reference(counts: np.ndarray, config: WeightConfig) -> float:
-    """The largest weight any image can have, from the synset counts alone: the reference that
-    weight buckets are cut from. Exact for `reduce=max` (the rarest synset has the largest
-    weight, and an image with it is rare if any is); an upper bound for `mean`. A job that
-    holds no rows can therefore assign buckets in its tasks."""
-    counts = np.asarray(counts)
-    used = counts > 0
-    if not used.any():
-        return 1.0
-    top = float(synset_weight_array(counts, config)[used].max())
-    if config.scheme == "inv-sqrt" and (counts[used] < config.rare_threshold).any():
-        top *= config.rare_upsample
-    return top
-
-
 def buckets_of(weights: np.ndarray, reference: float) -> np.ndarray:
     """Weight bucket of each weight (-1 where the weight is 0: a rejected row)."""
     distinct, inverse = np.unique(weights, return_inverse=True)
@@ -249,27 +168,24 @@ def label_codes(wnid_lists: pa.Array, vocabulary: tuple[str, ...]) -> tuple[np.n
     return parents, codes.astype(np.int64)
 
 
-def image_weights(pair_rows, pair_codes, counts, n: int, config: WeightConfig) -> np.ndarray:
-    """Per-row weight from the job's synset counts (pipeline/weights.py's law)."""
-    return _image_weights(pair_rows, pair_codes, np.asarray(counts), n, config)
+def law_tally(wnid_lists: pa.Array, rows, vocabulary, counts, config: WeightConfig) -> LawTally:
+    """The law's tally (pipeline/weights.py) over the rows in the boolean mask `rows`."""
+    parents, codes = label_codes(wnid_lists, vocabulary)
+    return tally_rows(parents, codes, counts, len(wnid_lists), rows, config)
 
 
-def _weights_and_buckets(
-    wnid_lists: pa.Array, live, vocabulary: tuple[str, ...], config: PlanConfig
-) -> tuple[Counter, np.ndarray, np.ndarray]:
-    """(f(s) per synset, weight per row, weight bucket per row) over the live rows' labels."""
-    n = len(live)
+def plan_weights(wnid_lists: pa.Array, live, train, vocabulary, counts, law: Law) -> np.ndarray:
+    """Per-row weight of the live rows (0 for the others) under the solved law."""
     parents, codes = label_codes(wnid_lists, vocabulary)
     on = live[parents] if len(parents) else np.zeros(0, bool)
-    pair_rows, pair_codes = parents[on], codes[on]
-    counts = np.bincount(pair_codes, minlength=len(vocabulary))
-    weights = image_weights(pair_rows, pair_codes, counts, n, config.weighting)
-    buckets = np.full(n, -1, np.int64)
-    buckets[live] = buckets_of(weights[live], weight_reference(counts, config.weighting))
-    count_map = Counter(
-        {w: int(c) for w, c in zip(vocabulary, counts.tolist(), strict=True) if c > 0}
-    )
-    return count_map, weights, buckets
+    return law.weights(parents[on], codes[on], counts, len(live), train)
+
+
+def synset_counts(wnid_lists: pa.Array, rows, vocabulary) -> np.ndarray:
+    """f(s) per vocabulary code over the rows in the boolean mask `rows`."""
+    parents, codes = label_codes(wnid_lists, vocabulary)
+    on = rows[parents] if len(parents) else np.zeros(0, bool)
+    return np.bincount(codes[on], minlength=len(vocabulary))
 
 
 def plan_labels(rows: pa.Table, config: PlanConfig, lexicon) -> LabelPlan:
@@ -281,11 +197,24 @@ def plan_labels(rows: pa.Table, config: PlanConfig, lexicon) -> LabelPlan:
     rejects = rows["reject"].combine_chunks()
     live = pc.is_null(rejects).to_numpy(zero_copy_only=False)
     rejects = _reject_duplicates(rows, key_column, rejects, live)
+    in_train = train_mask(key_column, config.holdout)
     uncut = rows["wnids"].combine_chunks()
-    vocabulary = choose_vocabulary(seen_counts(uncut, live), config.vocab, lexicon)
+    vocabulary = choose_vocabulary(seen_counts(uncut, live & in_train), config.vocab, lexicon)
     wnid_lists, rejects = cut_to_vocabulary(uncut, rejects, live, vocabulary, config.vocab)
+    train = live & in_train
+    noise = NoiseTally()
     if config.label_noise > 0:
-        marginal = Counter(seen_counts(wnid_lists, live))
-        wnid_lists = noisy_labels(wnid_lists, key_column, live, marginal, config)
-    counts, weights, buckets = _weights_and_buckets(wnid_lists, live, vocabulary, config)
-    return LabelPlan(key_column, rejects, wnid_lists, vocabulary, counts, weights, buckets)
+        marginal = Counter(seen_counts(wnid_lists, train))
+        wnid_lists, noise = noisy_labels(wnid_lists, key_column, train, marginal, config)
+    counts = synset_counts(wnid_lists, train, vocabulary)
+    tally = law_tally(wnid_lists, train, vocabulary, counts, config.weighting)
+    law = solve_law(config.weighting, counts, tally, config.holdout)
+    weights = plan_weights(wnid_lists, live, in_train, vocabulary, counts, law)
+    buckets = np.full(len(live), -1, np.int64)
+    buckets[live] = buckets_of(weights[live], law.reference)
+    count_map = Counter(
+        {w: int(c) for w, c in zip(vocabulary, counts.tolist(), strict=True) if c > 0}
+    )
+    return LabelPlan(
+        key_column, rejects, wnid_lists, vocabulary, count_map, weights, buckets, law, noise
+    )

@@ -2,7 +2,7 @@
 eval near-copies, resize, encode, and commit the chunk.
 
 A chunk is one row group of a file's labelled part (pipeline/plan_tasks.py). Its weights and
-buckets are computed here from the job's synset counts, so the driver never builds a per-row
+buckets are computed here from the job's synset counts and the plan's solved law, so the driver never builds a per-row
 table. It writes one part per weight bucket with the accepted samples (so each shard task
 reads only its own bytes), its rejects and eval matches as index parts, and last a small
 `done` object with its counts: that object existing is what marks the chunk done, so a resumed
@@ -29,6 +29,7 @@ from .label_plan import buckets_of
 from .parquet_io import put_parquet, read_row_group
 from .phash import to_hex
 from .plan_tasks import row_weights
+from .weights import Law
 
 
 def sample_json(record: dict, prepared) -> str:
@@ -133,10 +134,10 @@ def _chunk_tables(prepared_rows: list[tuple], matches: dict[int, list]):
     )
 
 
-def chunk_records(rows: pa.Table, counts: np.ndarray, reference: float, config) -> list[dict]:
+def chunk_records(rows: pa.Table, counts: np.ndarray, law: Law) -> list[dict]:
     """The chunk's rows as dicts, each with its sampling weight and weight bucket."""
-    weights = row_weights(rows["labels"], counts, config)
-    buckets = buckets_of(weights, reference)
+    weights = row_weights(rows["labels"], rows["key"], counts, law)
+    buckets = buckets_of(weights, law.reference)
     records = rows.to_pylist()
     for record, weight, bucket in zip(records, weights.tolist(), buckets.tolist(), strict=True):
         record["weight"], record["bucket"] = weight, bucket
@@ -144,11 +145,12 @@ def chunk_records(rows: pa.Table, counts: np.ndarray, reference: float, config) 
 
 
 def process_chunk(
-    store: Store, f: int, c: int, config: IngestConfig, counts, reference: float, eval_index
+    store: Store, f: int, c: int, config: IngestConfig, counts, law: Law, eval_index
 ) -> dict:
-    """Pass 2 for chunk c of file f; commits its outputs and returns its counts."""
+    """Pass 2 for chunk c of file f under the plan's solved `law`; commits its outputs and
+    returns its counts."""
     rows = read_row_group(store, *lay.chunk_location(f, c))
-    records = chunk_records(rows, np.asarray(counts), reference, config)
+    records = chunk_records(rows, np.asarray(counts), law)
     prepared_rows = _prepare_all(records, config)
     matches = _eval_matches(prepared_rows, eval_index, config.radius)
     accepted, rejects, found = _chunk_tables(prepared_rows, matches)

@@ -1,8 +1,10 @@
 """The label plan of an ingest, decided by a driver that holds counts, never rows.
 
 Pass 1 runs as rounds of Ray tasks (pipeline/plan_tasks.py); the driver folds what each task
-returns (per-synset counts, reject counts, row totals) and from those alone picks the
-vocabulary, the noise marginal, the counts f(s), the weight-bucket reference and the report.
+returns (per-synset counts, reject counts, row totals, the law's tally) and from those alone
+picks the vocabulary, the noise marginal, the counts f(s), solves the sampling law (its
+threshold t or scale, pipeline/weights.py), and draws the report. Counts come from the `train`
+rows only (`--holdout`, by key hash).
 Its memory is O(vocabulary + manifest files) whatever the row count (docs/SCALING.md).
 
 The plan is saved as `plan.json` in the output: `--plan-only` stops there, so a user sees the
@@ -16,22 +18,30 @@ import json
 import math
 import os
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from weakly_base.storage import Store
 
 from . import work_layout as lay
-from .label_plan import choose_vocabulary, weight_reference
+from .label_noise import NoiseTally
+from .label_plan import choose_vocabulary
 from .manifest import MAX_TAG_CHARS
-from .plan_tasks import canonical_file, file_seen, find_duplicates, label_file, weigh_file
+from .plan_tasks import (
+    canonical_file,
+    file_seen,
+    find_duplicates,
+    label_file,
+    tally_file,
+    weigh_file,
+)
 from .ray_tasks import Shared, fold_results
 from .report import render_report
-from .summary import count_rows, row
-from .weights import synset_weight_array
+from .summary import count_rows, noise_rows, row
+from .weights import REPLICATING, Law, LawTally, solve_law
 
-PLAN_VERSION = 1
+PLAN_VERSION = 2  # 2: laws solved on train counts (`law`), noise tally (`noise`)
 # A key partition's reduce task holds its keys in memory (~250 bytes a key measured): 16 MiB of
 # manifest per partition is ~1.4M rows of a compact parquet manifest (12 bytes a row measured,
 # BENCHMARKS.md) and fewer of jsonl/csv, a few hundred MB per reduce task.
@@ -51,13 +61,18 @@ class Plan:
     vocab: str
     vocabulary: list[str]
     names: list[str]
-    counts: list[int]  # f(s) per vocabulary entry, after label noise
-    weighting: dict
+    counts: list[int]  # f(s): train images per vocabulary entry, after label noise
+    weighting: dict  # the WeightConfig asked for
     reference: float  # weight buckets are cut down from this weight
     buckets: list[int]  # weight buckets that hold rows
     rejects_by_reason: dict[str, int]
     partitions: int
     tags_dropped: int = 0  # over-long tags dropped from rows that kept other tags
+    law: dict = field(default_factory=dict)  # the solved law (pipeline/weights.py Law)
+    noise: dict = field(default_factory=dict)  # label noise: nominal, labels, replaced, realised
+
+    def solved_law(self) -> Law:
+        return Law(**self.law)
 
     @property
     def input_rows(self) -> int:
@@ -98,6 +113,8 @@ class Plan:
             if self.counts[i]:
                 name = f"  {self.vocabulary[i]} {self.names[i]}"[:27]
                 lines.append(row(name, self.counts[i]))
+        lines += law_rows(self.law)
+        lines += noise_rows(self.noise)
         lines.append(row("weight buckets", len(self.buckets)))
         lines.append("plan: plan.json, index/report.png, index/rejects/ (no image fetched)")
         return "\n".join(lines)
@@ -117,6 +134,21 @@ class Plan:
         return cls(**body)
 
 
+def law_rows(law: dict) -> list[str]:
+    """The solved law in a few printed lines."""
+    if not law:
+        return []
+    lines = [
+        row("train images", law["images"]),
+        f"{'law ' + law['scheme']:<28}{'epoch ' + format(law['epoch_size'], ',.0f'):>12}",
+    ]
+    if law["scheme"] in REPLICATING:
+        lines.append(f"{'  threshold t':<28}{law['t']:>12,.4g}")
+    if law["scheme"] == "inv-sqrt":
+        lines.append(row("  rare: f(s) <=", law["rare_cutoff"]))
+    return lines
+
+
 def partition_count(store: Store, files: list[str], storage_options: dict) -> int:
     """Key partitions for the duplicate search, from the manifests' total size."""
     import fsspec
@@ -131,12 +163,16 @@ def partition_count(store: Store, files: list[str], storage_options: dict) -> in
     return max(1, min(MAX_PARTITIONS, math.ceil(total / MANIFEST_BYTES_PER_PARTITION)))
 
 
-def _weight_edges(counts: np.ndarray, reference: float, config) -> np.ndarray:
-    """Histogram edges in log10 weight that span every weight an image can have."""
-    per = synset_weight_array(counts, config.weighting)
-    used = per[per > 0]
-    low = math.log10(float(used.min())) if len(used) else 0.0
-    high = math.log10(reference)
+def _weight_edges(counts: np.ndarray, law: Law) -> np.ndarray:
+    """Histogram edges in log10 weight that span every weight a train image can have."""
+    used = np.asarray(counts)[np.asarray(counts) > 0]
+    if law.scheme == "natural" or not len(used):
+        floor = law.scale
+    elif law.scheme in REPLICATING:
+        floor = 1.0
+    else:  # the most frequent tag's weight, unlifted: no image weighs less
+        floor = law.scale * float(used.max()) ** -0.5
+    low, high = math.log10(floor), math.log10(law.reference)
     if high - low < 1e-6:
         low, high = low - 0.5, high + 0.5
     return np.linspace(low - 0.05, high + 0.05, HIST_BINS + 1)
@@ -173,7 +209,7 @@ def run_plan(ray, store: Store, files: list[str], config, lexicon, options) -> P
     fold_results(ray, refs, "pass 1: duplicates", progress, lambda k, n: None)
 
     seen: Counter = Counter()
-    refs = [task(file_seen).remote(store, f) for f in range(len(files))]
+    refs = [task(file_seen).remote(store, f, config.holdout) for f in range(len(files))]
     fold_results(ray, refs, "pass 1: counts", progress, lambda f, c: seen.update(c))
     vocabulary = choose_vocabulary(seen, config.vocab, lexicon)
     marginal = {w: seen[w] for w in vocabulary if seen.get(w)} if config.label_noise > 0 else {}
@@ -181,11 +217,14 @@ def run_plan(ray, store: Store, files: list[str], config, lexicon, options) -> P
     counts = np.zeros(len(vocabulary), np.int64)
     live = [0] * len(files)
     rejects: Counter = Counter()
+    noise = NoiseTally()
+    train = [0] * len(files)
 
     def took_labels(f: int, result: dict) -> None:
         counts[result["codes"]] += np.asarray(result["counts"], np.int64)
-        live[f] = result["live"]
+        live[f], train[f] = result["live"], result["train"]
         rejects.update(result["rejects"])
+        noise.add(result["noise"])
 
     vocab_ref, files_ref = ray.put(vocabulary), ray.put(files)
     refs = [
@@ -194,8 +233,18 @@ def run_plan(ray, store: Store, files: list[str], config, lexicon, options) -> P
     ]
     fold_results(ray, refs, "pass 1: labels", progress, took_labels)
 
-    reference = weight_reference(counts, config.weighting)
-    edges = _weight_edges(counts, reference, config)
+    counts_ref = ray.put(counts)
+    tally = LawTally(images=sum(train))
+    if config.weighting.scheme != "natural":  # natural needs only the image count
+        tally = LawTally()
+        refs = [
+            task(tally_file).remote(store, f, live[f], counts_ref, config)
+            for f in range(len(files))
+            if live[f]
+        ]
+        fold_results(ray, refs, "pass 1: law", progress, lambda f, t: tally.add(t))
+    law = solve_law(config.weighting, counts, tally, config.holdout)
+    edges = _weight_edges(counts, law)
     weighted = np.zeros(len(vocabulary), np.float64)
     hist = np.zeros(HIST_BINS, np.int64)
     buckets: set[int] = set()
@@ -205,9 +254,8 @@ def run_plan(ray, store: Store, files: list[str], config, lexicon, options) -> P
         hist[:] += np.asarray(result["hist"], np.int64)
         buckets.update(result["buckets"])
 
-    counts_ref = ray.put(counts)
     refs = [  # a file with no live rows has nothing to weigh
-        task(weigh_file).remote(store, f, live[f], counts_ref, reference, edges, config)
+        task(weigh_file).remote(store, f, live[f], counts_ref, law, edges, config)
         for f in range(len(files))
         if live[f]
     ]
@@ -222,11 +270,13 @@ def run_plan(ray, store: Store, files: list[str], config, lexicon, options) -> P
         names=[lexicon.name(w) for w in vocabulary],
         counts=counts.tolist(),
         weighting=config.weighting.as_dict(),
-        reference=reference,
+        reference=law.reference,
         buckets=sorted(buckets),
         rejects_by_reason=dict(sorted(rejects.items())),
         partitions=partitions,
         tags_dropped=sum(dropped),
+        law=law.as_dict(),
+        noise=noise.report(config.label_noise),
     )
     plan.save(store)
     return plan

@@ -6,12 +6,17 @@ to the dataset's storage and returning only counts (kilobytes):
                   partitioned (pipeline/key_hash.py);
   find_duplicates one key partition across all files: every live row whose key an earlier row
                   (file order, then row order) has is a duplicate, recorded per file;
-  file_seen       images per synset among a file's live rows (for top:K and label noise);
-  label_file      duplicates and out-of-vocabulary rows rejected, label noise, the file's
-                  rejects written to the index and its live rows to a labelled part (row group
-                  c is pass-2 chunk c); returns the file's final synset counts;
-  weigh_file      per-image weights from the job's counts: weighted synset shares, a weight
+  file_seen       images per synset among a file's live train rows (for top:K);
+  label_file      duplicates and out-of-vocabulary rows rejected, label noise on train rows,
+                  the file's rejects written to the index and its live rows to a labelled part
+                  (row group c is pass-2 chunk c); returns the file's train synset counts and
+                  its noise tally;
+  tally_file      the law's tally of the file's train rows (pipeline/weights.py: images, the
+                  histogram of each image's rarest-tag count, inv-sqrt's exact weight sum),
+                  from which the driver solves t or the scale;
+  weigh_file      per-image weights under the solved law: weighted synset shares, a weight
                   histogram and the weight buckets used (for report.png and the shard tasks).
+Only `train` rows (by key hash, pipeline/split.py) enter counts, vocabulary, noise and tally.
 Each function depends only on its arguments and the objects earlier rounds wrote, so a rerun
 gives the same bytes, and pipeline/pass1.py's `plan_labels` (the whole job in one process) is
 the reference the tests hold these rounds to.
@@ -22,6 +27,7 @@ from __future__ import annotations
 import json
 import posixpath
 from collections import Counter
+from dataclasses import asdict
 
 import numpy as np
 import pyarrow as pa
@@ -33,19 +39,20 @@ from weakly_base.storage import Store
 from . import work_layout as lay
 from .arrow_lists import lists_from_parents
 from .key_hash import key_partition
+from .label_noise import NoiseTally, noisy_labels
 from .label_plan import (
     buckets_of,
     cut_to_vocabulary,
     first_occurrence,
-    image_weights,
     label_codes,
-    noisy_labels,
     seen_counts,
 )
 from .manifest import Columns, tags_dropped
 from .parquet_io import put_parquet, read_parquet
 from .pass1 import _scatter, pass1_file
 from .ray_tasks import resolve
+from .split import train_mask
+from .weights import Law, tally_rows
 
 WORK_COLUMNS = ["source", "row", "key", "url", "path", "image", "tags", "orig_key", "extra"]
 DUPLICATE_SCHEMA = pa.schema(
@@ -146,11 +153,13 @@ def _live_after_duplicates(store: Store, f: int, table: pa.Table, files: list[st
     return live, rejects
 
 
-def file_seen(store: Store, f: int) -> dict[str, int]:
-    """Round 3: images per synset among file `f`'s live rows, before the vocabulary cut."""
-    table = read_parquet(store, lay.canonical_part(f), ["row", "wnids", "reject"])
+def file_seen(store: Store, f: int, holdout: float) -> dict[str, int]:
+    """Round 3: images per synset among file `f`'s live train rows, before the vocabulary
+    cut."""
+    table = read_parquet(store, lay.canonical_part(f), ["row", "key", "wnids", "reject"])
     live, _ = _live_after_duplicates(store, f, table, None)
-    return seen_counts(table["wnids"].combine_chunks(), live)
+    train = live & train_mask(table["key"], holdout)
+    return seen_counts(table["wnids"].combine_chunks(), train)
 
 
 def _fetch_paths(paths: pa.ChunkedArray, cwd: str, rooted: bool) -> pa.Array:
@@ -197,11 +206,13 @@ def label_file(
     wnid_lists, rejects = cut_to_vocabulary(
         table["wnids"].combine_chunks(), rejects, live, vocabulary, config.vocab
     )
+    keys = table["key"].combine_chunks()
+    train = live & train_mask(keys, config.holdout)
+    noise = NoiseTally()
     if config.label_noise > 0:
-        keys = table["key"].combine_chunks()
-        wnid_lists = noisy_labels(wnid_lists, keys, live, Counter(marginal), config)
+        wnid_lists, noise = noisy_labels(wnid_lists, keys, train, Counter(marginal), config)
     parents, codes = label_codes(wnid_lists, vocabulary)
-    on = live[parents] if len(parents) else np.zeros(0, bool)
+    on = train[parents] if len(parents) else np.zeros(0, bool)
     counts = np.bincount(codes[on], minlength=len(vocabulary))
     rejected = _rejects_part(table, rejects, live)
     put_parquet(store, lay.pass1_rejects_part(f), rejected)
@@ -231,18 +242,27 @@ def label_file(
     return {
         "rows": table.num_rows,
         "live": len(take),
+        "train": int(train.sum()),
+        "noise": {"labels": noise.labels, "replaced": noise.replaced},
         "codes": used.tolist(),
         "counts": counts[used].tolist(),
         "rejects": dict(reasons),
     }
 
 
-def row_weights(labels: pa.Array, counts: np.ndarray, config) -> np.ndarray:
-    """Each row's sampling weight from its label codes and the job's synset counts."""
+def _pairs(labels: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(row, code) pairs of a labels column (list<int32>), sorted by row."""
     labels = labels.combine_chunks() if isinstance(labels, pa.ChunkedArray) else labels
     parents = pc.list_parent_indices(labels).to_numpy(zero_copy_only=False).astype(np.int64)
     codes = pc.list_flatten(labels).to_numpy(zero_copy_only=False).astype(np.int64)
-    return image_weights(parents, codes, counts, len(labels), config.weighting)
+    return parents, codes
+
+
+def row_weights(labels: pa.Array, keys, counts: np.ndarray, law: Law) -> np.ndarray:
+    """Each row's sampling weight from its label codes, its key (train or held out) and the
+    job's solved law."""
+    parents, codes = _pairs(labels)
+    return law.weights(parents, codes, counts, len(labels), train_mask(keys, law.holdout))
 
 
 def read_labelled(store: Store, f: int, live: int, chunk_rows: int, columns=None) -> pa.Table:
@@ -251,22 +271,31 @@ def read_labelled(store: Store, f: int, live: int, chunk_rows: int, columns=None
     return pa.concat_tables(parts)
 
 
+def tally_file(store: Store, f: int, live: int, counts: np.ndarray, config) -> dict:
+    """Round 5 for file `f`: the law's tally of its train rows (pipeline/weights.py)."""
+    rows = read_labelled(store, f, live, config.chunk_rows, ["key", "labels"])
+    parents, codes = _pairs(rows["labels"])
+    train = train_mask(rows["key"], config.holdout)
+    tally = tally_rows(parents, codes, counts, rows.num_rows, train, config.weighting)
+    return asdict(tally)
+
+
 def weigh_file(
-    store: Store, f: int, live: int, counts: np.ndarray, reference: float, edges, config
+    store: Store, f: int, live: int, counts: np.ndarray, law: Law, edges, config
 ) -> dict:
-    """Round 5 for file `f`: weighted synset shares, a log10-weight histogram, buckets used."""
-    labels = read_labelled(store, f, live, config.chunk_rows, ["labels"])["labels"]
-    labels = labels.combine_chunks()
-    weights = row_weights(labels, counts, config)
-    parents = pc.list_parent_indices(labels).to_numpy(zero_copy_only=False).astype(np.int64)
-    codes = pc.list_flatten(labels).to_numpy(zero_copy_only=False).astype(np.int64)
-    share = np.bincount(codes, weights=weights[parents], minlength=len(counts))
+    """Round 6 for file `f`: weighted synset shares and a log10-weight histogram of its train
+    rows, and the weight buckets its rows use."""
+    rows = read_labelled(store, f, live, config.chunk_rows, ["key", "labels"])
+    parents, codes = _pairs(rows["labels"])
+    train = train_mask(rows["key"], law.holdout)
+    weights = law.weights(parents, codes, counts, rows.num_rows, train)
+    share = np.bincount(codes, weights=(weights * train)[parents], minlength=len(counts))
     used = np.flatnonzero(share)
-    hist = np.histogram(np.log10(weights[weights > 0]), bins=edges)[0] if len(weights) else None
-    buckets = np.unique(buckets_of(weights, reference)) if len(weights) else []
+    hist = np.histogram(np.log10(weights[train & (weights > 0)]), bins=edges)[0]
+    buckets = np.unique(buckets_of(weights, law.reference))
     return {
         "codes": used.tolist(),
         "share": share[used].tolist(),
-        "hist": hist.tolist() if hist is not None else [0] * (len(edges) - 1),
+        "hist": hist.tolist(),
         "buckets": [int(b) for b in buckets],
     }

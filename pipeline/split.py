@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import hashlib
 
+import numpy as np
+import pyarrow as pa
+
 from weakly_base.shard_format import TRAIN, VAL
 
 _SALT = b"weakly-holdout-v1:"
@@ -34,3 +37,16 @@ def split_of(key: str, holdout: float) -> str:
 def splits_for(holdout: float) -> tuple[str, ...]:
     """The splits an ingest with this holdout writes, in file-name order."""
     return (TRAIN, VAL) if holdout > 0 else (TRAIN,)
+
+
+def train_mask(keys, holdout: float) -> np.ndarray:
+    """Per row, whether its key falls in `train` (a null key counts as train: such rows are
+    rejected before they are split). Counts, the vocabulary, label noise and the weights see
+    only these rows, so nothing about the held-out images leaks into training."""
+    if isinstance(keys, pa.ChunkedArray | pa.Array):
+        keys = keys.to_pylist()
+    if holdout <= 0:
+        return np.ones(len(keys), bool)
+    return np.fromiter(
+        (k is None or unit_hash(k) >= holdout for k in keys), dtype=bool, count=len(keys)
+    )

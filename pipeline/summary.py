@@ -3,7 +3,7 @@ format that table and `--plan-only`'s share."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 def row(label: str, n: int) -> str:
@@ -14,6 +14,16 @@ def row(label: str, n: int) -> str:
 def count_rows(counts: dict[str, int]) -> list[str]:
     """Indented rows of `counts`, most first (reject reasons under their total)."""
     return [row("  " + k, n) for k, n in sorted(counts.items(), key=lambda x: (-x[1], x[0]))]
+
+
+def noise_rows(noise: dict) -> list[str]:
+    """Label noise, nominal and realised, when any was asked for."""
+    if not noise or not noise.get("nominal"):
+        return []
+    return [
+        f"{'label noise nominal':<28}{noise['nominal']:>12.4f}",
+        f"{'label noise realised':<28}{noise['realised']:>12.4f}",
+    ]
 
 
 @dataclass
@@ -28,6 +38,7 @@ class IngestSummary:
     bytes: int
     seconds: float
     images_per_second: float
+    noise: dict = field(default_factory=dict)  # plan.json's label-noise tally
 
     def table(self) -> str:
         lines = [
@@ -35,6 +46,7 @@ class IngestSummary:
             row("written", self.written),
             row("rejected", self.rejected),
             *count_rows(self.rejects_by_reason),
+            *noise_rows(self.noise),
         ]
         for eval_set, n in sorted(self.eval_matches_by_set.items()):
             lines.append(row("eval matches " + eval_set, n))

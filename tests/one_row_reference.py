@@ -16,7 +16,6 @@ import pyarrow as pa
 
 from pipeline.label_plan import first_occurrence
 from pipeline.phash import dct_blocks, luma32
-from pipeline.weights import WeightConfig
 
 _NULL = "\x01"  # the null marker of derived keys (pipeline/keys.py)
 
@@ -43,29 +42,76 @@ def duplicate_of(keys: list[str | None]) -> list[int | None]:
     return [None if f < 0 or f == i else int(f) for i, f in enumerate(first.tolist())]
 
 
-def synset_weights(counts: Mapping[str, int], config: WeightConfig) -> dict[str, float]:
-    """Weight each synset contributes to an image that carries it
-    (`pipeline.weights.synset_weight_array` for synset codes)."""
-    if config.scheme == "natural":
-        return {s: 1.0 for s, f in counts.items() if f > 0}
-    return {s: 1.0 / math.sqrt(f) for s, f in counts.items() if f > 0}
+def plain_rare_cutoff(counts: Mapping[str, int], mass: float) -> int:
+    """The rare cutoff (`pipeline.weights.rare_cutoff`) walked tag by tag: add tags from the
+    rarest up, a whole count value at a time, while they hold at most `mass` of all pairs."""
+    total = sum(c for c in counts.values() if c > 0)
+    held, cutoff = 0, 0
+    for value in sorted({c for c in counts.values() if c > 0}):
+        held += value * sum(1 for c in counts.values() if c == value)
+        if held > mass * total:
+            break
+        cutoff = value
+    return cutoff
 
 
-def image_weight(
-    labels: Sequence[str],
-    per_synset: Mapping[str, float],
-    counts: Mapping[str, int],
-    config: WeightConfig,
-) -> float:
-    """Sampling weight of one image from its (non-empty) canonical labels (pass 1 computes it
-    for every row at once)."""
+def bisect_threshold(rarest: Sequence[int], epoch: float, scheme: str) -> float:
+    """t with sum_I max(1, phi(t / m_I)) = epoch by bisection (`solve_threshold` solves it
+    exactly per piece): the sum is continuous and increasing in t."""
+    phi = math.sqrt if scheme == "sqrt" else (lambda x: x)
+
+    def total(t: float) -> float:
+        return sum(max(1.0, phi(t / m)) for m in rarest)
+
+    lo, hi = 0.0, 1.0
+    while total(hi) < epoch:
+        hi *= 2
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if total(mid) < epoch else (lo, mid)
+    return hi
+
+
+def law_weight(labels: Sequence[str], counts: Mapping[str, int], law) -> float:
+    """One train image's weight under a solved law (`Law.weights` does every row at once)."""
     if not labels:
         raise ValueError("an image needs at least one label to have a weight")
-    values = [per_synset[s] for s in labels]
-    weight = max(values) if config.reduce == "max" else sum(values) / len(values)
-    if config.scheme == "inv-sqrt" and any(counts[s] < config.rare_threshold for s in labels):
-        weight *= config.rare_upsample
-    return weight
+    f = [counts[s] for s in labels]
+    if law.scheme == "natural":
+        return law.scale
+    if law.scheme == "sqrt":
+        return max(1.0, math.sqrt(law.t / min(f)))
+    if law.scheme == "uniform":
+        return max(1.0, law.t / min(f))
+    per = [x**-0.5 for x in f]
+    raw = max(per) if law.reduce == "max" else sum(per) / len(per)
+    return law.scale * raw * (law.rare_upsample if min(f) <= law.rare_cutoff else 1.0)
+
+
+def plain_weights(label_lists: Sequence[Sequence[str]], config, epoch: float) -> list[float]:
+    """Every train image's weight from its labels alone, each law written out plainly: counts,
+    rare cutoff, t by bisection or the scale by a plain sum."""
+    counts: dict[str, int] = {}
+    for labels in label_lists:
+        for s in labels:
+            counts[s] = counts.get(s, 0) + 1
+    n = len(label_lists)
+    if config.scheme == "natural":
+        return [epoch / n] * n
+    if config.scheme in ("sqrt", "uniform"):
+        t = bisect_threshold(
+            [min(counts[s] for s in ls) for ls in label_lists], epoch, config.scheme
+        )
+        phi = math.sqrt if config.scheme == "sqrt" else (lambda x: x)
+        return [max(1.0, phi(t / min(counts[s] for s in ls))) for ls in label_lists]
+    cutoff = plain_rare_cutoff(counts, config.rare_mass)
+    raw = []
+    for labels in label_lists:
+        per = [counts[s] ** -0.5 for s in labels]
+        w = max(per) if config.reduce == "max" else sum(per) / len(per)
+        rare = min(counts[s] for s in labels) <= cutoff
+        raw.append(w * (config.rare_upsample if rare else 1.0))
+    return [epoch * w / math.fsum(raw) for w in raw]
 
 
 def dct_block(img) -> np.ndarray:
