@@ -88,30 +88,37 @@ def law_weight(labels: Sequence[str], counts: Mapping[str, int], law) -> float:
     return law.scale * raw * (law.rare_upsample if min(f) <= law.rare_cutoff else 1.0)
 
 
-def plain_weights(label_lists: Sequence[Sequence[str]], config, epoch: float) -> list[float]:
-    """Every train image's weight from its labels alone, each law written out plainly: counts,
-    rare cutoff, t by bisection or the scale by a plain sum."""
+def plain_weights(
+    label_lists: Sequence[Sequence[str]], config, epoch: float
+) -> tuple[list[float], float]:
+    """(every train image's weight, the weight of an image carrying only the rarest synset:
+    the bucket reference) from the labels alone, each law written out plainly: counts, rare
+    cutoff, t by bisection or the scale by a plain sum."""
     counts: dict[str, int] = {}
     for labels in label_lists:
         for s in labels:
             counts[s] = counts.get(s, 0) + 1
+    if not label_lists:
+        return [], 1.0
     n = len(label_lists)
+    rarest = [min(counts[s] for s in ls) for ls in label_lists]
+    phi = math.sqrt if config.scheme == "sqrt" else (lambda x: x)
     if config.scheme == "natural":
-        return [epoch / n] * n
+        return [epoch / n] * n, epoch / n
     if config.scheme in ("sqrt", "uniform"):
-        t = bisect_threshold(
-            [min(counts[s] for s in ls) for ls in label_lists], epoch, config.scheme
-        )
-        phi = math.sqrt if config.scheme == "sqrt" else (lambda x: x)
-        return [max(1.0, phi(t / min(counts[s] for s in ls))) for ls in label_lists]
+        t = bisect_threshold(rarest, epoch, config.scheme)
+        return [max(1.0, phi(t / m)) for m in rarest], max(1.0, phi(t / min(rarest)))
     cutoff = plain_rare_cutoff(counts, config.rare_mass)
-    raw = []
-    for labels in label_lists:
+
+    def raw(labels) -> float:
         per = [counts[s] ** -0.5 for s in labels]
         w = max(per) if config.reduce == "max" else sum(per) / len(per)
         rare = min(counts[s] for s in labels) <= cutoff
-        raw.append(w * (config.rare_upsample if rare else 1.0))
-    return [epoch * w / math.fsum(raw) for w in raw]
+        return w * (config.rare_upsample if rare else 1.0)
+
+    scale = epoch / math.fsum(raw(ls) for ls in label_lists)
+    top = scale * raw([min(counts, key=counts.get)])
+    return [scale * raw(ls) for ls in label_lists], top
 
 
 def dct_block(img) -> np.ndarray:

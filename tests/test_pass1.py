@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from one_row_reference import duplicate_of, image_weight, row_key, synset_weights
+from one_row_reference import duplicate_of, plain_weights, row_key
 
 from pipeline.keys import row_keys, sanitise_key
 from pipeline.label_plan import plan_labels
@@ -85,13 +85,13 @@ def oracle_plan(rows: list[dict], vocab: str, weighting: WeightConfig, lexicon):
     ]
     live = [i for i, r in enumerate(rejects) if r is None]
     counts = Counter(w for i in live for w in wnids[i])
-    per = synset_weights(counts, weighting)
-    weights = [0.0] * len(rows)
-    for i in live:
-        weights[i] = image_weight(wnids[i], per, counts, weighting)
     # Buckets are cut down from the largest weight any image can have: that of an image
-    # carrying only one synset, the one whose weight is largest.
-    top = max((image_weight([s], per, counts, weighting) for s in counts), default=1.0)
+    # carrying only the rarest synset.
+    epoch = weighting.epoch_samples(len(live))
+    plain, top = plain_weights([wnids[i] for i in live], weighting, epoch)
+    weights = [0.0] * len(rows)
+    for i, w in zip(live, plain, strict=True):
+        weights[i] = w
     buckets = [weight_bucket(w, top) if w > 0 else -1 for w in weights]
     return keys, rejects, wnids, vocabulary, counts, weights, buckets
 
@@ -171,12 +171,13 @@ def test_canonicalise_and_plan_equal_the_oracle(manifest, vocab, request):
     rows = got.to_pylist()
     for weighting in (
         WeightConfig(),
-        WeightConfig(reduce="mean", rare_threshold=3),
+        WeightConfig(reduce="mean", rare_mass=0.2),
         WeightConfig(scheme="sqrt"),
-        WeightConfig(scheme="natural"),
+        WeightConfig(scheme="uniform", epoch_size="3x"),
+        WeightConfig(scheme="natural", epoch_size="50"),
     ):
         config = type("C", (), {"vocab": vocab, "weighting": weighting})()
-        config.label_noise, config.seed = 0.0, 0
+        config.label_noise, config.seed, config.holdout = 0.0, 0, 0.0
         plan = plan_labels(got, config, lexicon)
         keys, rejects, wnids, vocabulary, counts, weights, buckets = oracle_plan(
             rows, vocab, weighting, lexicon
@@ -186,7 +187,8 @@ def test_canonicalise_and_plan_equal_the_oracle(manifest, vocab, request):
         assert plan.wnids.to_pylist() == wnids
         assert plan.vocabulary == vocabulary
         assert plan.counts == counts
-        assert plan.weights.tolist() == pytest.approx(weights, rel=1e-12)
+        assert plan.weights.tolist() == pytest.approx(weights, rel=1e-7)
+        assert plan.weights.sum() == pytest.approx(plan.law.epoch_size, rel=1e-12)
         assert plan.buckets.tolist() == buckets
         assert plan.live.tolist() == [r is None for r in rejects]
         assert plan.live.sum() > 10
@@ -198,7 +200,7 @@ def test_empty_and_all_rejected_tables_plan_cleanly(tmp_path, in1k_lexicon):
     pq.write_table(pa.table({"url": ["u"], "tags": [["#instagood"]]}), path)
     rows = pass1_file(str(path), Columns(), lexicon)
     config = type("C", (), {"vocab": "in1k", "weighting": WeightConfig()})()
-    config.label_noise, config.seed = 0.0, 0
+    config.label_noise, config.seed, config.holdout = 0.0, 0, 0.0
     plan = plan_labels(rows, config, lexicon)
     assert plan.rejects[0].as_py().startswith("no_known_tags") and plan.buckets.tolist() == [-1]
     empty = canonicalise_rows(rows.slice(0, 0).select(rows.column_names[:9]), lexicon)

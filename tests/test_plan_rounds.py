@@ -22,7 +22,8 @@ from pipeline.parquet_io import read_parquet
 from pipeline.pass1 import pass1_file
 from pipeline.plan import Plan, run_plan
 from pipeline.plan_tasks import read_labelled, row_weights
-from pipeline.weights import WeightConfig
+from pipeline.split import train_mask
+from pipeline.weights import VAL_WEIGHT, WeightConfig
 from weakly_base.storage import Store
 
 TAGS = ["dog", "cat", "goldfish", "tabby", "beagle", "#brownbear", "ursusarctos", "pizza",
@@ -78,6 +79,14 @@ CONFIGS = {
     "in1k": IngestConfig(chunk_rows=1),  # 64 rows per labelled part: files span parts
     "top5-noise": IngestConfig(vocab="top:5", label_noise=0.3, seed=3),
     "nouns-mean": IngestConfig(vocab="nouns", weighting=WeightConfig(reduce="mean")),
+    "sqrt-holdout-noise": IngestConfig(
+        vocab="top:8",
+        weighting=WeightConfig("sqrt", epoch_size="1.5x"),
+        holdout=0.3,
+        label_noise=0.4,
+        seed=2,
+    ),
+    "uniform-holdout": IngestConfig(weighting=WeightConfig("uniform"), holdout=0.2),
 }
 
 
@@ -106,8 +115,18 @@ def test_rounds_decide_what_one_process_decides(
     live = np.flatnonzero(ref.live)
     assert labelled["key"].to_pylist() == ref.keys.take(pa.array(live)).to_pylist()
     assert labelled["wnids"].to_pylist() == ref.wnids.take(pa.array(live)).to_pylist()
-    weights = row_weights(labelled["labels"], np.asarray(plan.counts), config)
-    assert weights.tolist() == pytest.approx(ref.weights[live].tolist(), rel=1e-12)
+    weights = row_weights(
+        labelled["labels"], labelled["key"], np.asarray(plan.counts), plan.solved_law()
+    )
+    assert weights.tolist() == ref.weights[live].tolist()  # bit for bit: tallies fold exactly
+    assert plan.law == ref.law.as_dict()
+    assert plan.noise == ref.noise.report(config.label_noise)
+    train = train_mask(labelled["key"], config.holdout)
+    assert weights[train].sum() == pytest.approx(plan.law["epoch_size"], rel=1e-12)
+    if config.holdout:
+        assert (weights[~train] == VAL_WEIGHT).all() and 0 < (~train).sum() < train.sum()
+    if config.label_noise:
+        assert abs(plan.noise["realised"] - config.label_noise) < 0.15 and plan.noise["replaced"]
 
     rejects = pa.concat_tables(
         [read_parquet(store, lay.pass1_rejects_part(f)) for f in range(len(manifests))]

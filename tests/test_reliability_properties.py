@@ -10,14 +10,14 @@ import numpy as np
 import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from one_row_reference import image_weight, synset_weights
+from one_row_reference import law_weight
 
 from pipeline.ingest import IngestConfig
 from pipeline.keys import sanitise_key
 from pipeline.label_plan import plan_labels
 from pipeline.manifest import ROWS_SCHEMA
 from pipeline.pass1 import canonicalise_rows
-from pipeline.weights import WeightConfig
+from pipeline.weights import Law
 from train.sampler import Plan, emission_count, visit_draws
 from train.shards import MEMBER_RE
 from wordnet_tools.normalise import MAX_FORM_LENGTH, normalise_tag
@@ -81,41 +81,34 @@ def test_a_key_forged_to_collide_is_a_recorded_duplicate(in1k_lexicon):
 
 
 COUNTS = st.dictionaries(st.sampled_from("abcdefghij"), st.integers(1, 10_000), min_size=1)
+LAWS = st.builds(
+    Law,
+    scheme=st.sampled_from(["inv-sqrt", "sqrt", "uniform", "natural"]),
+    reduce=st.just("max"),
+    epoch_size=st.just(1.0),
+    images=st.just(1),
+    t=st.floats(0.0, 1e5),
+    scale=st.floats(1e-3, 1e3),
+    rare_cutoff=st.integers(0, 100),
+    rare_upsample=st.floats(1.0, 100.0),
+)
 
 
-@given(COUNTS, st.data(), st.sampled_from(["inv-sqrt", "sqrt", "natural"]))
+@given(COUNTS, st.data(), LAWS)
 @settings(max_examples=300, deadline=None)
-def test_image_weights_follow_their_law(counts, data, scheme):
+def test_image_weights_are_finite_and_a_rarer_tag_never_lowers_them(counts, data, law):
     labels = data.draw(st.lists(st.sampled_from(sorted(counts)), min_size=1, unique=True))
-    for reduce in ("max", "mean"):
-        config = WeightConfig(scheme, reduce)
-        per = synset_weights(counts, config)
-        w = image_weight(labels, per, counts, config)
-        assert math.isfinite(w) and w > 0
-        base = [1.0 if scheme == "natural" else counts[s] ** -0.5 for s in labels]
-        want = max(base) if reduce == "max" else sum(base) / len(base)
-        if scheme == "inv-sqrt" and min(counts[s] for s in labels) < config.rare_threshold:
-            want *= config.rare_upsample
-        assert math.isclose(w, want, rel_tol=1e-12)
-    # max reducer: a rarer extra tag can only raise the weight
-    config = WeightConfig(scheme, "max")
-    per = synset_weights(counts, config)
+    w = law_weight(labels, counts, law)
+    assert math.isfinite(w) and w > 0
+    if law.scheme in ("sqrt", "uniform"):
+        assert w >= 1.0
     rarest = min(counts, key=counts.get)
-    assert image_weight([*labels, rarest], per, counts, config) >= image_weight(
-        labels, per, counts, config
-    ) * (1 - 1e-12)
-
-
-@given(st.lists(st.integers(1, 5000), min_size=1, max_size=30))
-@settings(max_examples=200, deadline=None)
-def test_sqrt_scheme_gives_each_synset_sqrt_of_its_count(sizes):
-    """Single-label images: a synset's total weight is f * f^-1/2 = sqrt(f) (Mahajan et al.)."""
-    counts = {f"s{i}": n for i, n in enumerate(sizes)}
-    config = WeightConfig("sqrt")
-    per = synset_weights(counts, config)
-    for s, n in counts.items():
-        total = n * image_weight([s], per, counts, config)
-        assert math.isclose(total, math.sqrt(n), rel_tol=1e-9)
+    assert law_weight([*labels, rarest], counts, law) >= w * (1 - 1e-12)
+    vocab = tuple(sorted(counts))
+    parents = np.zeros(len(labels), np.int64)
+    codes = np.array(sorted(vocab.index(s) for s in labels), np.int64)
+    got = law.weights(parents, codes, np.array([counts[s] for s in vocab]), 1, np.ones(1, bool))
+    assert math.isclose(got[0], w, rel_tol=1e-12)
 
 
 SHARDS = st.lists(

@@ -5,56 +5,16 @@ from __future__ import annotations
 import gzip
 import math
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from one_row_reference import duplicate_of, image_weight, synset_weights
+from one_row_reference import duplicate_of
 
 from pipeline.keys import sanitise_key
-from pipeline.label_plan import apply_label_noise
+from pipeline.label_noise import Marginal, apply_label_noise, noise_one
 from pipeline.manifest import ManifestError, list_manifest_files, read_manifest
-from pipeline.weights import WeightConfig
 from weakly_base.shard_format import KEY_MAX_LEN, KEY_RE, weight_bucket
-
-COUNTS = {"a": 100, "b": 4, "c": 25}
-
-
-def test_inv_sqrt_weights_by_hand():
-    cfg = WeightConfig("inv-sqrt", "max", rare_threshold=5, rare_upsample=100)
-    per = synset_weights(COUNTS, cfg)
-    assert per == {"a": 0.1, "b": 0.5, "c": 0.2}
-    assert image_weight(["a"], per, COUNTS, cfg) == pytest.approx(0.1)
-    assert image_weight(["a", "c"], per, COUNTS, cfg) == pytest.approx(0.2)  # max over tags
-    assert image_weight(["a", "b"], per, COUNTS, cfg) == pytest.approx(50.0)  # b is rare: x100
-
-
-def test_mean_reducer_sqrt_and_natural_by_hand():
-    mean = WeightConfig("inv-sqrt", "mean", rare_threshold=0)
-    per = synset_weights(COUNTS, mean)
-    assert image_weight(["a", "c"], per, COUNTS, mean) == pytest.approx(0.15)
-    sqrt = WeightConfig("sqrt", "max", rare_threshold=5)
-    assert image_weight(["b"], synset_weights(COUNTS, sqrt), COUNTS, sqrt) == pytest.approx(
-        0.5
-    )  # no upsampling
-    natural = WeightConfig("natural")
-    assert image_weight(["b"], synset_weights(COUNTS, natural), COUNTS, natural) == 1.0
-
-
-def test_sqrt_sampling_law():
-    """Per-image f^-1/2 makes a single-tag synset's sampled share grow like sqrt(f)."""
-    counts = {"x": 10_000, "y": 100}
-    per = synset_weights(counts, WeightConfig("sqrt"))
-    share = {s: counts[s] * per[s] for s in counts}
-    assert share["x"] / share["y"] == pytest.approx(math.sqrt(100))
-
-
-def test_bad_weight_options():
-    with pytest.raises(ValueError, match="--weighting"):
-        WeightConfig("log")
-    with pytest.raises(ValueError, match="--weight-reduce"):
-        WeightConfig(reduce="min")
-    with pytest.raises(ValueError, match="at least one label"):
-        image_weight([], {}, {}, WeightConfig())
 
 
 def test_weight_buckets_are_log2():
@@ -101,16 +61,41 @@ def test_duplicate_of_points_at_the_first():
     assert duplicate_of(["a", "b", "a", None, None, "a"]) == [None, None, 0, None, None, 0]
 
 
-def test_label_noise_is_seeded_and_about_p():
-    keys = [f"k{i}" for i in range(4000)]
-    labels = [["a"]] * 4000
-    counts = {"a": 10, "b": 45, "c": 45}
-    first = apply_label_noise(labels, keys, counts, 0.25, seed=1)
-    assert first == apply_label_noise(labels, keys, counts, 0.25, seed=1)
-    assert first != apply_label_noise(labels, keys, counts, 0.25, seed=2)
-    changed = sum(row != ["a"] for row in first) / len(first)
-    # replaced with prob 0.25, and a replacement is "a" again with prob 0.1: 0.225 expected
-    assert abs(changed - 0.225) < 0.03
+def test_label_noise_is_seeded_about_p_and_never_redraws_the_original():
+    rng = np.random.default_rng(5)
+    tags = list("abcdefgh")
+    keys = [f"k{i}" for i in range(3000)]
+    labels = [sorted(rng.choice(tags, size=int(rng.integers(1, 4)), replace=False)) for _ in keys]
+    counts = {"a": 500, "b": 300, "c": 100, "d": 50, "e": 20, "f": 10, "g": 5, "h": 1}
+    for p in (0.1, 0.5):
+        noisy, tally = apply_label_noise(labels, keys, counts, p, seed=1)
+        again, _ = apply_label_noise(labels, keys, counts, p, seed=1)
+        assert noisy == again and noisy != apply_label_noise(labels, keys, counts, p, seed=2)[0]
+        assert tally.labels == sum(map(len, labels))
+        # every image keeps its k labels, and exactly `replaced` of them are new to it: a
+        # replacement is never the original nor another of the image's own labels
+        assert [len(set(x)) for x in noisy] == [len(x) for x in labels]
+        assert sum(len(set(n) - set(o)) for n, o in zip(noisy, labels, strict=True)) == (
+            tally.replaced
+        )
+        realised = tally.report(p)["realised"]
+        sd = math.sqrt(p * (1 - p) / tally.labels)
+        assert abs(realised - p) < 4 * sd, (p, realised)  # the nominal fraction is realised
+    # a label whose image already carries every other tag cannot be replaced: kept, not counted
+    out, replaced = noise_one(
+        ["a", "b"], np.random.default_rng(0), 0.99, Marginal({"a": 1, "b": 1})
+    )
+    assert (out, replaced) == (["a", "b"], 0)
+
+
+def test_marginal_draws_exclude_exactly():
+    marginal = Marginal({"a": 10, "b": 45, "c": 45})
+    quantiles = (np.arange(1000) + 0.5) / 1000
+    draws = [marginal.draw(u, {"b"}) for u in quantiles]
+    assert draws.count("b") == 0 and abs(draws.count("a") / 1000 - 10 / 55) < 0.002
+    draws = [marginal.draw(u, {"a"}) for u in quantiles]
+    assert draws.count("b") == draws.count("c") == 500
+    assert marginal.draw(0.3, {"a", "b", "c"}) is None
 
 
 def test_malformed_manifests_name_file_and_line(tmp_path):
