@@ -24,6 +24,7 @@ from pipeline.fetch import FetchConfig, FetchError, Session, fetch_completed, fe
 from pipeline.images import ImageConfig
 from pipeline.ingest_config import IngestConfig
 from pipeline.parquet_io import put_parquet
+from pipeline.weights import Law
 from pipeline.work_layout import labelled_part
 from weakly_base.storage import Store
 
@@ -262,8 +263,9 @@ def test_out_of_order_completion_writes_the_same_bytes(server, tmp_path, monkeyp
         store = Store.at(tmp_path / name)
         put_parquet(store, labelled_part(0, 0), _chunk(server.url))
         # synset counts 100, 400, 1600, 6400: four weights a factor 2 apart, four buckets
-        counts, reference = np.array([100, 400, 1600, 6400]), 0.1
-        done = pass2.process_chunk(store, 0, 0, config, counts, reference, None)
+        counts = np.array([100, 400, 1600, 6400])
+        law = Law("inv-sqrt", "max", epoch_size=12.0, images=12, reference=0.1)
+        done = pass2.process_chunk(store, 0, 0, config, counts, law, None)
         assert done == {"rows": 12, "written": {"0": 3, "1": 3, "2": 3, "3": 3},
                         "rejects": {}, "matches": {}}  # fmt: skip
         outputs[name] = {

@@ -88,6 +88,22 @@ def test_ingest_writes_val_shards_by_key(held_out, lexicon_dir):
     assert {r["key"] for r in noisy_val if r["split"] == "val"} == {
         r["key"] for r in by_split["val"]
     }
+    # ... and keep their labels as given: noise is a treatment of the train split only
+    clean_labels = {r["key"]: r["labels"] for r in by_split["val"]}
+    assert {r["key"]: r["labels"] for r in noisy_val if r["split"] == "val"} == clean_labels
+    noise = json.loads((noisy / "dataset.json").read_text())["label_noise"]
+    assert noise["nominal"] == 0.5 and 0.2 < noise["realised"] < 0.8 and noise["replaced"]
+
+    # Weights: val samples weigh 1; train weights are each image's expected appearances per
+    # epoch and sum to the epoch size (1x the planned train images), less the weights of rows
+    # that pass 2 rejected.
+    law = meta["law"]
+    assert law["scheme"] == "inv-sqrt" and law["holdout"] == 0.3
+    assert all(r["weight"] == 1.0 for r in by_split["val"])
+    train_sum = sum(r["weight"] for r in by_split["train"])
+    assert train_sum <= law["epoch_size"] * (1 + 1e-9) and law["epoch_size"] == law["images"]
+    if len(by_split["train"]) == law["images"]:
+        assert train_sum == pytest.approx(law["epoch_size"], rel=1e-9)
 
 
 def test_trainer_evaluates_on_the_val_split(held_out, tmp_path, capsys):

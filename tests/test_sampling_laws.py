@@ -14,7 +14,11 @@ from hypothesis import strategies as st
 from one_row_reference import bisect_threshold, law_weight, plain_rare_cutoff, plain_weights
 
 from pipeline.exact_sum import exact_parts, merge_parts, parts_total
-from pipeline.label_plan import label_codes
+from pipeline.ingest_config import IngestConfig
+from pipeline.label_plan import label_codes, plan_labels
+from pipeline.manifest import ROWS_SCHEMA
+from pipeline.pass1 import canonicalise_rows
+from pipeline.split import split_of
 from pipeline.weights import (
     VAL_WEIGHT,
     LawTally,
@@ -214,3 +218,41 @@ def test_exact_sums_do_not_depend_on_order_or_split():
     assert parts_total(merged) == whole
     tally = LawTally().add({"images": 2, "min_counts": {"3": 2}, "raw_parts": {}})
     assert tally.min_counts == {3: 2}
+
+
+def _rows(tags_by_key: list[tuple[str, str]]) -> pa.Table:
+    n = len(tags_by_key)
+    return pa.table(
+        {
+            "source": ["m.jsonl"] * n, "row": list(range(n)), "key": [k for k, _ in tags_by_key],
+            "url": [f"http://x/{i}.jpg" for i in range(n)], "path": [None] * n,
+            "image": [None] * n, "tags": [[t] for _, t in tags_by_key], "row_error": [None] * n,
+            "extra": [None] * n,
+        },
+        schema=ROWS_SCHEMA,
+    )  # fmt: skip
+
+
+def test_counts_vocabulary_noise_and_weights_see_only_train_rows(in1k_lexicon):
+    keys = [f"k{i}" for i in range(200)]
+    train = [k for k in keys if split_of(k, 0.5) == "train"][:6]
+    val = [k for k in keys if split_of(k, 0.5) == "val"][:8]
+    # zebra is the most frequent tag overall but only held-out images carry it
+    rows = [(k, "tabby") for k in train[:5]] + [(train[5], "beagle")]
+    rows += [(k, "zebra") for k in val[:7]] + [(val[7], "tabby")]
+    table = canonicalise_rows(_rows(rows), in1k_lexicon)
+    tabby, beagle, zebra = (in1k_lexicon.canonical(t) for t in ("tabby", "beagle", "zebra"))
+    config = IngestConfig(vocab="top:2", holdout=0.5, weighting=WeightConfig("sqrt"))
+    plan = plan_labels(table, config, in1k_lexicon)
+    assert set(plan.vocabulary) == {tabby, beagle}  # top:K from train rows only
+    assert dict(plan.counts) == {tabby: 5, beagle: 1}  # the held-out tabby does not count
+    rejects = plan.rejects.to_pylist()
+    assert rejects[6:13] == ["out_of_vocabulary: no tag's synset is in top:2"] * 7
+    assert plan.law.images == 6 and plan.weights[:6].sum() == pytest.approx(12.0)
+    assert plan.weights[13] == VAL_WEIGHT and plan.wnids[13].as_py() == [tabby]
+
+    config = IngestConfig(vocab="in1k", holdout=0.5, label_noise=0.9, seed=4)
+    plan = plan_labels(table, config, in1k_lexicon)
+    assert plan.counts[zebra] == 0 and sum(plan.counts.values()) == 6
+    assert plan.wnids.to_pylist()[6:] == [[zebra]] * 7 + [[tabby]]  # held out: never noised
+    assert plan.noise.labels == 6 and plan.noise.replaced >= 1

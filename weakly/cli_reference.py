@@ -59,6 +59,7 @@ def _table(parser: argparse.ArgumentParser) -> list[str]:
         action
         for action in parser._actions
         if not isinstance(action, (argparse._HelpAction, argparse._SubParsersAction))
+        and action.help != argparse.SUPPRESS  # hidden from --help: hidden here too
     ]
     if not rows:
         return []
