@@ -13,7 +13,8 @@ and read two ways:
 Coverage is the expected share of distinct images seen. The baseline, run in the same process,
 is the law before issue 13: f^-1/2 of the rarest tag, x100 below an absolute f < 10, read iid.
 Also printed: the share of samples that go to the 100 most frequent tags' images (how much of
-the head each law keeps) and the largest replication.
+the head each law keeps), the largest replication, and for inv-sqrt per `--rare-mass` the share
+of images marked rare and the share of the epoch they take.
 """
 
 from __future__ import annotations
@@ -70,6 +71,17 @@ def head_share(weights, parents, codes, counts, top: int = 100) -> float:
     return float(weights[carries].sum() / weights.sum())
 
 
+def rare_share(weights, parents, codes, counts, law) -> tuple[float | None, float]:
+    """(share of images with a rare tag, their share of the epoch) under an inv-sqrt law."""
+    if law.scheme != "inv-sqrt":
+        return None, 0.0
+    rarest = np.zeros(len(weights), np.int64)
+    rows, starts = np.unique(parents, return_index=True)
+    rarest[rows] = np.minimum.reduceat(counts[codes], starts)
+    rare = rarest <= law.rare_cutoff
+    return float(rare.mean()), float(weights[rare].sum() / weights.sum())
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=200_000)
@@ -77,6 +89,7 @@ def main(argv=None) -> int:
     ap.add_argument("--zipf", type=float, default=1.1)
     ap.add_argument("--budgets", default="1,1.4,2,4")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--rare-masses", default="0.001,0.01", help="inv-sqrt --rare-mass values")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     parents, codes, counts = simulate(args.images, args.tags, args.zipf, args.seed)
@@ -87,6 +100,7 @@ def main(argv=None) -> int:
         f"{len(codes) / n:.2f} tags/image, Zipf s={args.zipf}"
     )
     base = old_law(parents, codes, counts, n)
+    rare_notes: dict = {}
     print("| law | budget | epoch coverage | iid coverage | iid vs old law | head-100 share "
           "| max r |")  # fmt: skip
     print("| --- | --- | --- | --- | --- | --- | --- |")
@@ -98,16 +112,23 @@ def main(argv=None) -> int:
             f"| {head_share(base, parents, codes, counts):.1%} "
             f"| {base.max() * budget / base.sum():,.0f} |"
         )
-        for law_name in LAWS:
-            config = WeightConfig(law_name, epoch_size=f"{b:g}x")
+        runs = [(law, None) for law in LAWS if law != "inv-sqrt"]
+        runs += [("inv-sqrt", float(q)) for q in args.rare_masses.split(",")]
+        for law_name, mass in runs:
+            config = WeightConfig(law_name, rare_mass=mass or 0.0, epoch_size=f"{b:g}x")
             tally = tally_rows(parents, codes, counts, n, train, config)
             law = solve_law(config, counts, tally)
             w = law.weights(parents, codes, counts, n, train)
             epoch, iid = coverage(w, budget)
+            name = law_name if mass is None else f"{law_name} Q={mass:g}"
             print(
-                f"| {law_name} | {b:g}x | {epoch:.1%} | {iid:.1%} | {iid / old_iid:.2f}x "
+                f"| {name} | {b:g}x | {epoch:.1%} | {iid:.1%} | {iid / old_iid:.2f}x "
                 f"| {head_share(w, parents, codes, counts):.1%} | {w.max():,.1f} |"
             )
+            rare_notes.setdefault(name, rare_share(w, parents, codes, counts, law))
+    for name, (images_rare, epoch_rare) in rare_notes.items():
+        if images_rare is not None:
+            print(f"{name}: {images_rare:.2%} of images rare, taking {epoch_rare:.1%} of an epoch")
     print(f"({time.perf_counter() - t0:.1f} s)")
     return 0
 

@@ -90,11 +90,11 @@ def _add_ingest_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--rare-mass",
         type=float,
-        default=0.01,
+        default=0.001,
         metavar="Q",
         help="inv-sqrt: a tag is rare when it is among the least frequent tags that together "
         "carry at most Q of all (image, tag) pairs; the same fraction on 1e3 or 1e9 images "
-        "(default 0.01; 0: none)",
+        "(default 0.001; 0: none)",
     )
     p.add_argument(
         "--rare-upsample",
@@ -217,7 +217,7 @@ def config_from_args(args: argparse.Namespace) -> IngestConfig:
         raise ValueError(
             "--rare-threshold was removed (an absolute count means different things on 1e3 and "
             "1e9 images): use --rare-mass Q, the rarest tags holding a fraction Q of all tag "
-            "occurrences (default 0.01)"
+            "occurrences (default 0.001)"
         )
     columns = Columns(
         key=args.key_column,

@@ -69,7 +69,7 @@ class WeightConfig:
 
     scheme: str = "inv-sqrt"
     reduce: str = "max"
-    rare_mass: float = 0.01
+    rare_mass: float = 0.001
     rare_upsample: float = 100.0
     epoch_size: str | None = field(default=None)  # None: DEFAULT_EPOCH[scheme]
 
