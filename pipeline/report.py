@@ -43,7 +43,7 @@ def render_report(
     right.stairs(hist, edges, fill=True)
     right.set_xlabel("log10 sampling weight")
     right.set_ylabel("images")
-    right.set_title(f"Weights of {int(hist.sum()):,} images to fetch")
+    right.set_title(f"Weights of {int(hist.sum()):,} train images to fetch")
     fig.tight_layout()
     sink = io.BytesIO()
     fig.savefig(sink, dpi=80, format="png", metadata={"Software": None})

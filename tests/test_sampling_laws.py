@@ -256,3 +256,21 @@ def test_counts_vocabulary_noise_and_weights_see_only_train_rows(in1k_lexicon):
     assert plan.counts[zebra] == 0 and sum(plan.counts.values()) == 6
     assert plan.wnids.to_pylist()[6:] == [[zebra]] * 7 + [[tabby]]  # held out: never noised
     assert plan.noise.labels == 6 and plan.noise.replaced >= 1
+
+
+def test_cli_flags_reach_the_weight_config():
+    from pipeline.ingest_cli import config_from_args
+    from weakly.cli import build_parser
+
+    def parse(*flags):
+        args = build_parser(["ingest"]).parse_args(["ingest", "m.jsonl", "--out", "o", *flags])
+        return config_from_args(args).weighting
+
+    assert parse() == WeightConfig("inv-sqrt", "max", 0.001, 100.0, "1x")
+    assert parse("--weighting", "uniform", "--epoch-size", "3x") == WeightConfig(
+        "uniform", epoch_size="3x"
+    )
+    assert parse("--weighting", "sqrt").epoch_size == "2x"
+    assert parse("--rare-mass", "0.02", "--rare-upsample", "10").rare_mass == 0.02
+    with pytest.raises(ValueError, match="--rare-threshold was removed.*--rare-mass"):
+        parse("--rare-threshold", "10")
