@@ -43,10 +43,10 @@ def train_mask(keys, holdout: float) -> np.ndarray:
     """Per row, whether its key falls in `train` (a null key counts as train: such rows are
     rejected before they are split). Counts, the vocabulary, label noise and the weights see
     only these rows, so nothing about the held-out images leaks into training."""
-    if isinstance(keys, pa.ChunkedArray | pa.Array):
-        keys = keys.to_pylist()
     if holdout <= 0:
         return np.ones(len(keys), bool)
+    if isinstance(keys, pa.ChunkedArray | pa.Array):
+        keys = keys.to_pylist()
     return np.fromiter(
         (k is None or unit_hash(k) >= holdout for k in keys), dtype=bool, count=len(keys)
     )
