@@ -136,7 +136,7 @@ def _crop_resize(
     x, y, w, h = box
     scale = 1
     if img.format == "JPEG":
-        s = draft_scale(w, h, size) if draft else 1
+        s = draft_scale(w, h, size, DRAFT_MARGIN) if draft else 1
         if s > 1 and img.draft("RGB", (img.size[0] // s, img.size[1] // s)) is not None:
             scale = img.decoderconfig[0]
         pixels = _jpeg_pixels(data) if scale == 1 else None
