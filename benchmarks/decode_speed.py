@@ -6,7 +6,8 @@ and against the bare decode, side by side in one process on the same shards.
 
 Per range of image sides, a fixture dataset of real photos (weakly/fixtures.py) is written to a
 temporary folder and every measure below runs on its bytes, one after the other, alternating,
-best of `--repeats`, with one torch thread and no loader workers (so img/s is per core):
+best of `--repeats`, with one torch thread and no loader workers, timed in process CPU time (so
+img/s is per core, and other jobs on the machine move it less):
 
 - bare decode (the floor): the same JPEG bytes, already in memory, decoded at full size to
   RGB and nothing else: Pillow (`Image.open(...).load()`) and torchvision's libjpeg-turbo
@@ -47,10 +48,12 @@ warnings.filterwarnings("ignore", "The image decoding and encoding capabilities 
 
 
 def rate(fn: Callable[[], int]) -> float:
-    """img/s of one call of `fn`, which returns how many images it produced."""
-    t = time.perf_counter()
+    """Images per CPU-second of this process for one call of `fn` (which returns how many
+    images it produced). Everything runs in this one single-threaded process, so on a quiet
+    machine this is the wall-clock rate; on a shared one it is far less moved by other load."""
+    t = time.process_time()
     n = fn()
-    return n / (time.perf_counter() - t)
+    return n / (time.process_time() - t)
 
 
 def floor_pillow(jpgs: list[bytes]) -> int:
