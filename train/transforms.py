@@ -99,7 +99,8 @@ def _jpeg_pixels(data: bytes) -> torch.Tensor | None:
             warnings.simplefilter("ignore", DeprecationWarning)
             return decode(torch.frombuffer(bytearray(data), dtype=torch.uint8))
     except RuntimeError as exc:  # truncated or corrupt data; one line, like Pillow's errors
-        raise ValueError(f"undecodable JPEG: {str(exc).splitlines()[-1][:200]}") from None
+        reason = str(exc).splitlines()[-1].rsplit(", ", 1)[-1][:200]  # drop the C++ location
+        raise ValueError(f"undecodable JPEG: {reason}") from None
 
 
 def _pil_pixels(img: Image.Image) -> torch.Tensor:
@@ -135,7 +136,7 @@ def _crop_resize(
     """
     x, y, w, h = box
     scale = 1
-    if img.format == "JPEG":
+    if img.format in ("JPEG", "MPO"):  # MPO: a camera JPEG carrying extra frames
         s = draft_scale(w, h, size, DRAFT_MARGIN) if draft else 1
         if s > 1 and img.draft("RGB", (img.size[0] // s, img.size[1] // s)) is not None:
             scale = img.decoderconfig[0]
