@@ -235,6 +235,7 @@ def main(argv: list[str] | None = None) -> dict:
     name = torch.cuda.get_device_name(device) if cuda else "cpu"
     print(f"device: {name}; torch {torch.__version__}; {os.cpu_count()} CPUs")
     results: dict = {"device": name, "decode": _decodes(args, cuda)[0], "models": {}}
+    start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
         build_fixture(
@@ -263,6 +264,8 @@ def main(argv: list[str] | None = None) -> dict:
                 _print_row(label, row)
                 if cuda:
                     torch.cuda.empty_cache()
+    results["total_s"] = time.perf_counter() - start
+    print(f"total {results['total_s']:.0f} s")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
