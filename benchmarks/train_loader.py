@@ -1,6 +1,7 @@
-"""Trainer benchmarks: loader throughput against a bare Pillow decode floor and against a
-canonical `webdataset` pipeline, and the index-based 1/k softmax loss against a dense-target
-cross-entropy at 17k and 28k classes.
+"""Trainer benchmarks: loader throughput on large photos (400-1000 px) with and without the
+drafted decode, against a bare Pillow decode floor, and the index-based 1/k softmax loss
+against a dense-target cross-entropy at 17k and 28k classes. The per-core comparison with a
+`webdataset` + torchvision pipeline is `benchmarks/decode_speed.py`.
 
     .venv/bin/python benchmarks/train_loader.py [--samples 300] [--image-size 224]
 
@@ -47,59 +48,6 @@ def bench_floor(jpgs: list[bytes], size: int | None = None) -> float:
     return len(jpgs) / (time.perf_counter() - t)
 
 
-def bench_webdataset(urls: list[str], image_size: int, n: int) -> float:
-    """The canonical recipe: WebDataset -> shuffle(1000) -> decode("pil") -> torchvision
-    RandomResizedCrop + flip + ToTensor, one process, on the same shard files."""
-    import webdataset as wds
-    from torchvision import transforms as T
-
-    aug = T.Compose([T.RandomResizedCrop(image_size), T.RandomHorizontalFlip(), T.ToTensor()])
-    pipe = (
-        wds.WebDataset(urls, resampled=True, shardshuffle=False)
-        .shuffle(1000)
-        .decode("pil")
-        .map(lambda s: (aug(s["jpg"]), s["json"]["labels"]))
-    )
-    it = iter(pipe)
-    for _ in range(64):  # fill part of the buffer outside the timing, as for the loader
-        next(it)
-    t = time.perf_counter()
-    for _ in range(n):
-        next(it)
-    return n / (time.perf_counter() - t)
-
-
-def compare_webdataset(args) -> None:
-    """Loader vs webdataset vs bare decode on shards of 256-341 px photos (ingest's size)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        build_fixture(
-            tmp, samples=args.samples, max_shard=64, min_side=256, max_side=341, classes=50, seed=0
-        )
-        ds = Dataset(tmp)
-        jpgs = [s.jpg for i in range(len(ds.shards.files)) for s in ds.read_shard(i)]
-        urls = [f"{tmp}/{f}" for f in ds.shards.files]
-        rows: dict[str, list[float]] = {"floor": [], "loader": [], "webdataset": []}
-        for _ in range(args.repeats):
-            rows["floor"].append(bench_floor(jpgs))
-            rows["loader"].append(bench_loader(ds, args.image_size, True, args.batches))
-            rows["webdataset"].append(bench_webdataset(urls, args.image_size, args.batches * 32))
-    best = {k: max(v) for k, v in rows.items()}
-    print(
-        f"JPEGs {len(jpgs)} (256-341 px a side), crop to {args.image_size} px, 1 thread, "
-        f"one process, best of {args.repeats} (img/s per core)"
-    )
-    print(f"pillow full decode floor   {best['floor']:8.1f} img/s")
-    print(
-        f"loader, draft decode       {best['loader']:8.1f} img/s   "
-        f"{best['loader'] / best['floor']:.2f}x floor (goal >= 0.85), "
-        f"{best['loader'] / best['webdataset']:.2f}x webdataset (goal >= 1.5)"
-    )
-    print(
-        f"webdataset + torchvision   {best['webdataset']:8.1f} img/s   "
-        f"{best['webdataset'] / best['floor']:.2f}x floor"
-    )
-
-
 def bench_loss(classes: int, batch: int = 256, kmax: int = 3, reps: int = 10) -> dict:
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(batch, classes, generator=g, requires_grad=True)
@@ -133,15 +81,8 @@ def main() -> None:
     p.add_argument("--samples", type=int, default=300)
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--batches", type=int, default=20)
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument(
-        "--only-webdataset", action="store_true", help="just the 256 px webdataset comparison"
-    )
     args = p.parse_args()
     torch.set_num_threads(1)
-    compare_webdataset(args)
-    if args.only_webdataset:
-        return
     with tempfile.TemporaryDirectory() as tmp:
         build_fixture(
             tmp, samples=args.samples, max_shard=64, min_side=400, max_side=1000, classes=50, seed=0

@@ -44,7 +44,13 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int)
     p.add_argument("--workers", type=int, help="loader processes per rank (default: min(4, cores))")
     p.add_argument("--decode", choices=CHOICES["decode"])
-    p.add_argument("--no-draft", dest="draft", action="store_false", help="full-scale decode")
+    p.add_argument(
+        "--no-draft",
+        dest="draft",
+        action="store_false",
+        help="CPU decode: JPEGs always at full scale (default: at 1/2-1/8 DCT scale while the "
+        "crop keeps 2x the image size)",
+    )
     p.add_argument("--amp", action="store_true", help="bfloat16 autocast")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")

@@ -6,31 +6,15 @@ Used by the trainer (every `--eval-every` steps and at the end, on rank 0) and b
 
 from __future__ import annotations
 
-import io
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image
 
 from .metrics import hashtag_metrics
 from .shards import Dataset
-from .transforms import DECODE_ERRORS, normalize
-
-
-def decode_center(jpg: bytes, size: int) -> np.ndarray:
-    """Decode, resize the shorter side to `size`, centre-crop size x size: HWC uint8."""
-    with Image.open(io.BytesIO(jpg)) as img:
-        img.draft("RGB", (size, size))
-        rgb = img.convert("RGB")
-    w, h = rgb.size
-    scale = size / min(w, h)
-    nw, nh = max(size, math.ceil(w * scale)), max(size, math.ceil(h * scale))
-    rgb = rgb.resize((nw, nh), Image.BILINEAR)
-    x, y = (nw - size) // 2, (nh - size) // 2
-    return np.asarray(rgb.crop((x, y, x + size, y + size)))
+from .transforms import DECODE_ERRORS, decode_center, normalize
 
 
 @dataclass

@@ -22,11 +22,10 @@ import torch
 
 from .checkpoint import sha256_file
 from .eval_cli import pick_device
-from .evaluate import decode_center
 from .logreg import DEFAULT_GRID, fit, select_l2, top_k_accuracy
 from .probe_data import LabelledSet, describe_notes, load_labelled
 from .transfer import checkpoint_image_size, model_from_checkpoint, strip_head
-from .transforms import DECODE_ERRORS, normalize
+from .transforms import DECODE_ERRORS, decode_center, normalize
 
 
 @dataclass

@@ -8,17 +8,23 @@ they reach the training device; normalisation happens there.
 
 from __future__ import annotations
 
+import functools
 import io
 import math
+import warnings
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 Image.MAX_IMAGE_PIXELS = 64_000_000  # a hostile header should not cost gigabytes
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
+# Drafted JPEG decodes leave the crop at least this multiple of the output size, so that an
+# antialiased resize, not libjpeg's block-wise DCT scaling, does the final downscale (aliasing).
+DRAFT_MARGIN = 2.0
 DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
 
 
@@ -59,31 +65,139 @@ def header_size(jpg: bytes) -> tuple[int, int]:
         return img.size
 
 
+def draft_scale(box_w: int, box_h: int, size: int, margin: float = DRAFT_MARGIN) -> int:
+    """The largest JPEG DCT scale 1/s (s in 8, 4, 2, 1) that leaves the crop at least
+    `margin * size` pixels on its shorter side, so an antialiased resize still does the rest
+    of the downscale (libjpeg's scaled IDCT alone is block-wise and aliases)."""
+    for s in (8, 4, 2):
+        if min(box_w, box_h) >= s * margin * size:
+            return s
+    return 1
+
+
+@functools.cache
+def _jpeg_decoder():
+    """torchvision's CPU JPEG decoder, imported on first use (torchvision costs seconds to
+    import), or None where it has none: its image I/O is deprecated since 0.29 in favour of
+    TorchCodec, and Pillow then decodes."""
+    try:
+        from torchvision.io import ImageReadMode, decode_jpeg
+    except ImportError:  # pragma: no cover - a torchvision without image I/O
+        return None
+    return functools.partial(decode_jpeg, mode=ImageReadMode.RGB)
+
+
+def _jpeg_pixels(data: bytes) -> torch.Tensor | None:
+    """Full-scale libjpeg-turbo decode through torchvision: uint8 CHW (a view of HWC memory),
+    or None without the decoder. Same libjpeg-turbo as Pillow, same pixels, but it skips
+    Pillow's 4-byte pixel buffer and the copy into numpy: ~1.2x at ingest's image size."""
+    decode = _jpeg_decoder()
+    if decode is None:
+        return None
+    try:
+        with warnings.catch_warnings():  # the deprecation notice, on every call
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return decode(torch.frombuffer(bytearray(data), dtype=torch.uint8))
+    except RuntimeError as exc:  # truncated or corrupt data; one line, like Pillow's errors
+        reason = str(exc).splitlines()[-1].rsplit(", ", 1)[-1][:200]  # drop the C++ location
+        raise ValueError(f"undecodable JPEG: {reason}") from None
+
+
+def _pil_pixels(img: Image.Image) -> torch.Tensor:
+    """Pillow's decode (drafted or not, any format) as uint8 CHW (a view of HWC memory)."""
+    rgb = img if img.mode == "RGB" else img.convert("RGB")
+    with warnings.catch_warnings():  # a fresh read-only buffer that is only ever read
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(np.asarray(rgb)).permute(2, 0, 1)
+
+
+def _open_size(img: Image.Image) -> tuple[int, int]:
+    width, height = img.size
+    if width * height > Image.MAX_IMAGE_PIXELS:
+        raise Image.DecompressionBombError(f"{width}x{height} pixels is over the decode limit")
+    return width, height
+
+
+def _crop_resize(
+    img: Image.Image,
+    data: bytes,
+    box: tuple[int, int, int, int],
+    size: int,
+    flip: bool,
+    draft: bool,
+) -> np.ndarray:
+    """Decode `img` (opened from `data`) at the smallest safe scale, cut `box` (source pixels
+    x, y, w, h), antialiased bilinear resize to size x size, optional mirror: HWC uint8.
+
+    The crop is cut before any resize, so only its pixels are resampled. Under a JPEG draft
+    of 1/s the box maps to source / s exactly (libjpeg scales each 8x8 block to 8/s pixels)
+    and is rounded to whole drafted pixels: its edges move by at most s/2 source pixels, at
+    most 1/(2 DRAFT_MARGIN size) of the crop's side. Other formats decode at full scale.
+    """
+    x, y, w, h = box
+    scale = 1
+    if img.format in ("JPEG", "MPO"):  # MPO: a camera JPEG carrying extra frames
+        s = draft_scale(w, h, size, DRAFT_MARGIN) if draft else 1
+        if s > 1 and img.draft("RGB", (img.size[0] // s, img.size[1] // s)) is not None:
+            scale = img.decoderconfig[0]
+        pixels = _jpeg_pixels(data) if scale == 1 else None
+        if pixels is None:
+            pixels = _pil_pixels(img)
+    else:
+        pixels = _pil_pixels(img)
+    if scale > 1:
+        x0, y0 = round(x / scale), round(y / scale)
+        x1 = min(pixels.shape[2], max(x0 + 1, round((x + w) / scale)))
+        y1 = min(pixels.shape[1], max(y0 + 1, round((y + h) / scale)))
+    else:
+        x0, y0, x1, y1 = x, y, x + w, y + h
+    # NCHW in channels-last memory: torch's vectorised uint8 antialiased resize path.
+    crop = pixels[None, :, y0:y1, x0:x1].contiguous(memory_format=torch.channels_last)
+    if crop.shape[2:] != (size, size):
+        crop = F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True)
+    out = crop[0].permute(1, 2, 0)  # HWC view, contiguous
+    return (out.flip(1) if flip else out).numpy()
+
+
 def decode_crop_cpu(
     jpg: bytes, rng: np.random.Generator, size: int, draft: bool = True
 ) -> np.ndarray:
-    """Decode, random-resized-crop to size x size, flip: HWC uint8. Opens the JPEG once.
+    """Decode, random-resized-crop to size x size, flip: HWC uint8. Opens the image once.
 
-    With `draft`, libjpeg decodes at the smallest 1/1..1/8 scale that still leaves at least
-    `size` pixels across the crop: for web images much larger than the crop this skips most of
-    the IDCT work and memory traffic. The crop is drawn from `rng` exactly as `crop_params`
-    would from the header size, so the GPU path sees the same crops.
+    The crop is drawn from the header's size alone, exactly as `crop_params` draws it (so the
+    GPU path sees the same crops), then only the crop is decoded-and-resized: with `draft`, a
+    JPEG is decoded at the smallest DCT scale that still leaves `DRAFT_MARGIN` x `size` pixels
+    across the crop (`draft_scale`), which for web images much larger than the crop skips most
+    of the IDCT work and memory traffic. PNG and other formats decode at full scale.
     """
     with Image.open(io.BytesIO(jpg)) as img:
-        if img.format != "JPEG":
-            raise ValueError(f"not a JPEG: {img.format}")
-        full_w, full_h = img.size
-        x, y, w, h, flip = crop_params(full_w, full_h, rng)
-        if draft:
-            img.draft("RGB", (math.ceil(full_w * size / w), math.ceil(full_h * size / h)))
-        sx, sy = img.size[0] / full_w, img.size[1] / full_h
-        rgb = img.convert("RGB")
-        out = rgb.resize(
-            (size, size), Image.BILINEAR, box=(x * sx, y * sy, (x + w) * sx, (y + h) * sy)
-        )
-    if flip:
-        out = out.transpose(Image.FLIP_LEFT_RIGHT)
-    return np.asarray(out)
+        x, y, w, h, flip = crop_params(*_open_size(img), rng)
+        return _crop_resize(img, jpg, (x, y, w, h), size, bool(flip), draft)
+
+
+def decode_box(
+    data: bytes, box: tuple[int, int, int, int], size: int, flip: bool = False, draft: bool = True
+) -> np.ndarray:
+    """`box` (x, y, w, h in source pixels) of an encoded image, resized to size x size, as the
+    training path does it: HWC uint8. For checks that need a fixed box."""
+    with Image.open(io.BytesIO(data)) as img:
+        _open_size(img)
+        return _crop_resize(img, data, box, size, flip, draft)
+
+
+def center_box(width: int, height: int) -> tuple[int, int, int, int]:
+    """The centred square of side min(width, height): what a shorter-side resize followed by
+    a centre crop keeps, in source pixels."""
+    side = min(width, height)
+    return (width - side) // 2, (height - side) // 2, side, side
+
+
+def decode_center(data: bytes, size: int, draft: bool = True) -> np.ndarray:
+    """Evaluation view: shorter side resized to `size`, centre size x size crop, HWC uint8.
+    Deterministic; cut before resizing, with the same decode and resize as training."""
+    with Image.open(io.BytesIO(data)) as img:
+        box = center_box(*_open_size(img))
+        return _crop_resize(img, data, box, size, False, draft)
 
 
 def decode_crop_gpu(
@@ -95,7 +209,7 @@ def decode_crop_gpu(
     retried one image at a time so that one bad JPEG costs one sample, not the batch.
     """
     from torchvision.io import ImageReadMode, decode_jpeg
-    from torchvision.transforms.v2 import functional as F
+    from torchvision.transforms.v2 import functional as TF
 
     try:
         decoded = decode_jpeg(jpgs, mode=ImageReadMode.RGB, device=device)
@@ -111,7 +225,7 @@ def decode_crop_gpu(
     out = []
     for img, i in zip(decoded, kept, strict=True):
         x, y, w, h, flip = (int(v) for v in params[i])
-        crop = F.resized_crop(img, y, x, h, w, [size, size], antialias=True)
+        crop = TF.resized_crop(img, y, x, h, w, [size, size], antialias=True)
         out.append(crop.flip(-1) if flip else crop)
     if not out:
         return torch.empty(0, 3, size, size, dtype=torch.uint8, device=device), kept
