@@ -59,7 +59,7 @@ def _add_ingest_arguments(p: argparse.ArgumentParser) -> None:
         "--out", help="output dataset: a folder or any fsspec URL (s3://bucket/ds, gs://, az://)"
     )
     p.add_argument("--config", help="YAML/JSON file with any of these options")
-    p.add_argument("--vocab", default="in1k", help="in1k | nouns | top:K (default in1k)")
+    p.add_argument("--vocab", default="in1k", help="in1k | in21k | nouns | top:K (default in1k)")
     p.add_argument("--weighting", default="inv-sqrt", choices=SCHEMES)
     p.add_argument("--weight-reduce", default="max", choices=REDUCERS)
     p.add_argument("--rare-threshold", type=int, default=10, help="f(s) below this is rare")
@@ -124,6 +124,12 @@ def _add_ingest_arguments(p: argparse.ArgumentParser) -> None:
         "--extra-columns", default="", help="comma-separated columns copied into the sample json"
     )
     p.add_argument("--lexicon-dir", help="compiled lexicon folder (for workers without WordNet)")
+    p.add_argument(
+        "--sense-overrides",
+        metavar="FILE",
+        help="CSV of hashtag,synset[,reason] rows that beat the visual sense choice and the "
+        "shipped overrides (synset: a wnid or a WordNet name like crane.n.05)",
+    )
     p.add_argument(
         "--address", help="Ray cluster address (auto, ray://host:port); default: local Ray"
     )
@@ -208,6 +214,7 @@ def config_from_args(args: argparse.Namespace) -> IngestConfig:
         eval_index=normalise_url(args.eval_index) if args.eval_index else None,
         radius=args.radius,
         lexicon_dir=args.lexicon_dir,
+        sense_overrides=args.sense_overrides,
     )
 
 
