@@ -55,6 +55,18 @@ class Match:
     candidates: tuple[dict, ...] = ()  # every sense of the form, best first, with score parts
 
 
+def _maybe_exact(form: str) -> bool:
+    """Cheap first test on a form that named no word: could its tag be `n02012849` or
+    `crane.n.05` (normalised `cranen05`)? Keeps the miss path fast for junk tags."""
+    return (
+        len(form) > 3
+        and form[-3] == "n"
+        and form[-2:].isdigit()
+        or form[0] == "n"
+        and (len(form) == 9 and form[1:].isdigit())
+    )
+
+
 class Lexicon:
     """Canonicalises tags into one vocabulary. Picklable, so Ray workers receive a copy."""
 
@@ -159,7 +171,7 @@ class Lexicon:
         if found is _MISS:
             form = normalise_tag(tag)
             found = None if form is None else self._form_to_wnid.get(form)
-            if found is None and form is not None and looks_exact(tag):
+            if found is None and form is not None and _maybe_exact(form) and looks_exact(tag):
                 found = self._exact_in_vocab(tag)
             if len(self._memo) >= MEMO_LIMIT:
                 self._memo.clear()
