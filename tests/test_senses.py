@@ -241,3 +241,42 @@ def test_in21k_is_accepted_by_the_clis(lexicon_dir, capsys):
 
     lex = load_lexicon("in21k", lexicon_dir=lexicon_dir)
     assert choose_vocabulary({}, "in21k", lex) == tuple(sorted(lex.vocabulary))
+
+
+# Ingest -----------------------------------------------------------------------------------
+
+
+def test_ingest_plan_uses_in21k_exact_labels_and_sense_overrides(tmp_path, lexicon_dir, ray_local):
+    import json
+
+    rows = [
+        {"key": "a", "path": str(tmp_path / "a.jpg"), "tags": ["#crane", "#sunset"]},
+        {"key": "b", "path": str(tmp_path / "b.jpg"), "tags": ["n03710637"]},
+        {"key": "c", "path": str(tmp_path / "c.jpg"), "tags": ["#Seals"]},
+        {"key": "d", "path": str(tmp_path / "d.jpg"), "tags": ["#instagood"]},
+    ]
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    overrides = _write(tmp_path, "crane,crane.n.05,birding\n")
+    out = tmp_path / "out"
+    argv = ["ingest", str(manifest), "--out", str(out), "--lexicon-dir", str(lexicon_dir),
+            "--vocab", "in21k", "--sense-overrides", str(overrides), "--plan-only",
+            "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    plan = json.loads((out / "plan.json").read_text())
+    assert len(plan["vocabulary"]) == 21843
+    counted = {w for w, c in zip(plan["vocabulary"], plan["counts"], strict=True) if c}
+    assert counted == {CRANE_BIRD, MAILLOT, "n02076196"}  # crane: overridden to the bird
+    assert plan["totals"]["input_rows"] == 4 and plan["totals"]["rejected"] == 1
+    config = json.loads((out / "config.json").read_text())
+    assert config["vocab"] == "in21k" and config["sense_overrides"] == str(overrides)
+    bad = _write(tmp_path, "crane,crane.n.99\n")
+    argv[argv.index(str(overrides))] = str(bad)
+    assert main([*argv[:3], str(tmp_path / "out2"), *argv[4:]]) == 2
+
+
+def test_config_without_overrides_is_written_as_before():
+    from pipeline.ingest_config import IngestConfig
+
+    assert "sense_overrides" not in IngestConfig().as_dict()
+    assert IngestConfig(sense_overrides="x.csv").as_dict()["sense_overrides"] == "x.csv"
