@@ -280,6 +280,7 @@ class Lexicon:
             "wordnet_forms": len(per_form),
             "ambiguous_forms": int(pc.sum(pc.greater(per_form, 1)).as_py() or 0),
             "inflection_rows": int(pc.sum(pc.equal(forms.column("kind"), 1)).as_py() or 0),
+            "forms_decided_by_overrides": len(self._overrides),
         }
 
 
