@@ -281,3 +281,10 @@ def test_config_without_overrides_is_written_as_before():
 
     assert "sense_overrides" not in IngestConfig().as_dict()
     assert IngestConfig(sense_overrides="x.csv").as_dict()["sense_overrides"] == "x.csv"
+
+
+def test_override_leaves_plurals_that_are_lemmas_alone(tmp_path, lexicon_dir):
+    path = _write(tmp_path, "glass,glass.n.02\n")
+    lex = load_lexicon("nouns", lexicon_dir=lexicon_dir, sense_overrides=path)
+    assert lex.canonical("glass") == "n03438257"
+    assert lex.canonical("glasses") == "n04272054"  # spectacles: `glasses` is a lemma itself

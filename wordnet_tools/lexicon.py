@@ -58,13 +58,9 @@ class Match:
 def _maybe_exact(form: str) -> bool:
     """Cheap first test on a form that named no word: could its tag be `n02012849` or
     `crane.n.05` (normalised `cranen05`)? Keeps the miss path fast for junk tags."""
-    return (
-        len(form) > 3
-        and form[-3] == "n"
-        and form[-2:].isdigit()
-        or form[0] == "n"
-        and (len(form) == 9 and form[1:].isdigit())
-    )
+    if form[0] == "n" and len(form) == 9 and form[1:].isdigit():
+        return True
+    return len(form) > 3 and form[-3] == "n" and form[-2:].isdigit()
 
 
 class Lexicon:
@@ -110,20 +106,27 @@ class Lexicon:
         rows = forms.filter(
             pc.is_in(forms.column("wnid"), pa.array(sorted({o.wnid for o in live.values()})))
         ).to_pylist()
-        lemma_forms = {r["form"] for r in rows if r["kind"] == LEMMA}
         for override in live.values():
             self._form_to_wnid[override.form] = override.wnid
             self._overrides[override.form] = override
-        for row in rows:
-            override = live.get(normalise_tag(row["lemma"]) or "")
-            if (
-                override is not None
-                and row["wnid"] == override.wnid
-                and row["form"] not in lemma_forms
-                and row["form"] not in live
-            ):
-                self._form_to_wnid[row["form"]] = override.wnid
-                self._overrides[row["form"]] = override
+        plurals = {
+            row["form"]: live[lemma]
+            for row in rows
+            if (lemma := normalise_tag(row["lemma"]) or "") in live
+            and row["wnid"] == live[lemma].wnid
+            and row["form"] not in live
+        }
+        if not plurals:
+            return
+        # A plural that is a lemma itself (`glasses`) keeps its own meaning.
+        candidates = forms.filter(pc.is_in(forms.column("form"), pa.array(sorted(plurals))))
+        lemmas = set(
+            candidates.filter(pc.equal(candidates.column("kind"), LEMMA))["form"].to_pylist()
+        )
+        for form, override in plurals.items():
+            if form not in lemmas:
+                self._form_to_wnid[form] = override.wnid
+                self._overrides[form] = override
 
     def __getstate__(self):
         state = self.__dict__.copy()
