@@ -58,7 +58,7 @@ def test_accuracy_on_judged_photo_hashtags(nouns_lexicon, bare_nouns):
     with_overrides, _ = sense_accuracy(nouns_lexicon, items)
     alone, _ = sense_accuracy(bare_nouns, items)
     assert with_overrides >= 0.95
-    assert alone >= 0.90  # the score does the bulk; the shipped table is small
+    assert alone >= 0.93  # the score does the bulk (95.3% when written); the table is small
     shipped = read_overrides(SHIPPED_OVERRIDES, nouns_lexicon.exact_labels())
     assert len(shipped) <= 0.1 * len(items) and all(row.reason for row in shipped)
 

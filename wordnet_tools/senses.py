@@ -6,8 +6,9 @@ Photos are tagged with what they show, so each candidate (form, synset) gets a s
 WordNet and ImageNet hold about the synset, and the highest score wins:
 
   kind of thing  +3 animal, plant, food, artifact, natural object, body, substance, phenomenon,
-                    location, shape, event, top-level concept; +2 person; +1 group; 0 the rest
-                    (attribute, act, communication, cognition, time, quantity, state, ...)
+                    location, shape, event, top-level concept; +2 person or group (people,
+                    alone or together); 0 the rest (attribute, act, communication, cognition,
+                    time, quantity, state, ...)
   proper name    -4 a named person (a person instance: Stephen Crane); -1 any other instance
                     (New Jersey, the Snake river; the Moon keeps a chance)
   produce        +1 an edible fruit or vegetable: a photo of `lime` or `banana` shows the fruit,
@@ -46,7 +47,7 @@ THING_LEXNAMES = frozenset(
         "noun.Tops",
     }
 )
-KIND_POINTS = {"thing": 3.0, "person": 2.0, "group": 1.0, "other": 0.0}
+KIND_POINTS = {"thing": 3.0, "person": 2.0, "group": 2.0, "other": 0.0}
 PERSON_NAME_POINTS = -4.0
 OTHER_NAME_POINTS = -1.0
 PRODUCE_POINTS = 1.0
