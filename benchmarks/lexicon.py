@@ -133,7 +133,7 @@ def main() -> None:
     print(f"canonical_many (memo reset per run):  {rate / 1e6:.2f} M tags/s")
     print(f"normalise + lookup every tag (no memo): {len(stream) / cold / 1e6:.2f} M tags/s")
     print(f"ratio canonical_many / floor: {floor / ours:.2f}  (goal >= 0.5; and >= 1M tags/s/core)")
-    for vocab in ("nouns", "in1k"):
+    for vocab in ("nouns", "in1k", "in21k"):
         print(measure_load(vocab))
     print(
         f"this process peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB"

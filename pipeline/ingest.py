@@ -50,10 +50,12 @@ __all__ = ["IngestConfig", "IngestSummary", "Plan", "RunOptions", "ingest", "pla
 def _load_lexicon(config: IngestConfig):
     from wordnet_tools import load_lexicon
 
-    # in1k resolves ambiguity towards IN-1k senses; nouns and top:K resolve over all nouns,
-    # then top:K keeps the K most frequent synsets of what the data actually names.
-    spec = "in1k" if config.vocab == "in1k" else "nouns"
-    return load_lexicon(spec, lexicon_dir=config.lexicon_dir)
+    # in1k and in21k resolve ambiguity towards their own senses; nouns and top:K resolve over
+    # all nouns, then top:K keeps the K most frequent synsets of what the data actually names.
+    spec = config.vocab if config.vocab in ("in1k", "in21k") else "nouns"
+    return load_lexicon(
+        spec, lexicon_dir=config.lexicon_dir, sense_overrides=config.sense_overrides
+    )
 
 
 def prepare_out(store: Store, config: IngestConfig, options: RunOptions) -> None:

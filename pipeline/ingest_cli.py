@@ -59,7 +59,7 @@ def _add_ingest_arguments(p: argparse.ArgumentParser) -> None:
         "--out", help="output dataset: a folder or any fsspec URL (s3://bucket/ds, gs://, az://)"
     )
     p.add_argument("--config", help="YAML/JSON file with any of these options")
-    p.add_argument("--vocab", default="in1k", help="in1k | nouns | top:K (default in1k)")
+    p.add_argument("--vocab", default="in1k", help="in1k | in21k | nouns | top:K (default in1k)")
     p.add_argument(
         "--weighting",
         default="inv-sqrt",
@@ -170,6 +170,12 @@ def _add_ingest_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--lexicon-dir", help="compiled lexicon folder (for workers without WordNet)")
     p.add_argument(
+        "--sense-overrides",
+        metavar="FILE",
+        help="CSV of hashtag,synset[,reason] rows that beat the visual sense choice and the "
+        "shipped overrides (synset: a wnid or a WordNet name like crane.n.05)",
+    )
+    p.add_argument(
         "--address", help="Ray cluster address (auto, ray://host:port); default: local Ray"
     )
     p.add_argument("--num-cpus", type=int, help="CPUs for the local Ray (default: all)")
@@ -263,6 +269,7 @@ def config_from_args(args: argparse.Namespace) -> IngestConfig:
         eval_index=normalise_url(args.eval_index) if args.eval_index else None,
         radius=args.radius,
         lexicon_dir=args.lexicon_dir,
+        sense_overrides=args.sense_overrides,
     )
 
 

@@ -31,6 +31,9 @@ class IngestConfig:
     eval_index: str | None = None
     radius: int | None = None  # None: the index's own radius
     lexicon_dir: str | None = None
+    # hashtag,synset[,reason] CSV that beats the visual sense choice (wordnet_tools/overrides.py);
+    # read once by the driver, whose lexicon the workers receive
+    sense_overrides: str | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= self.shard_size <= 10_000:
@@ -45,6 +48,8 @@ class IngestConfig:
         out = json.loads(json.dumps(asdict(self)))
         # Options left at their default are not written, so that config.json is what it was
         # before they existed and older outputs stay resumable.
+        if out["sense_overrides"] is None:
+            del out["sense_overrides"]
         fetch = out["fetch"]
         if fetch["per_host"] is None:
             del fetch["per_host"]

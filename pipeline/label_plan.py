@@ -96,11 +96,11 @@ def _reject_duplicates(rows: pa.Table, key_column: pa.Array, rejects: pa.Array, 
 
 
 def choose_vocabulary(seen: dict[str, int], vocab: str, lexicon) -> tuple[str, ...]:
-    """The sorted vocabulary: fixed for in1k and nouns; for top:K the K synsets the live rows
+    """The sorted vocabulary: fixed for in1k, in21k and nouns; for top:K the K synsets the live rows
     name most (`seen`: images per synset among rows that go on, before the cut)."""
     from wordnet_tools import top_k_vocabulary
 
-    if vocab in ("in1k", "nouns"):
+    if not vocab.startswith("top:"):
         return tuple(sorted(lexicon.vocabulary))
     return tuple(
         top_k_vocabulary({w: c for w, c in seen.items() if c}, int(vocab.split(":", 1)[1]))

@@ -20,7 +20,7 @@ from weakly.cli import main, parse
     "args, message",
     [
         (["--shard-size", "0"], "--shard-size 0: use 1..10000"),
-        (["--vocab", "top:x"], "in1k, nouns, or top:K"),
+        (["--vocab", "top:x"], "in1k, in21k, nouns, or top:K"),
         (["--weighting", "log"], "invalid choice"),
         (["--label-noise", "1.5"], "--label-noise 1.5"),
         (["--quality", "0"], "--quality 0"),

@@ -85,16 +85,18 @@ def reader():
     return open_wordnet()[0]
 
 
-def test_ambiguity_falls_back_to_wordnet_sense_order(reader, nouns_lexicon, lexicon_dir):
+def test_ambiguity_among_vocabulary_senses_follows_the_visual_score(reader, lexicon_dir):
     senses = [f"n{lem.synset().offset():08d}" for lem in reader.lemmas("crane", "n")]
     bird, machine = "n02012849", "n03126707"
-    assert bird in senses and machine in senses
+    assert bird in senses and machine in senses and senses[0] not in (bird, machine)
     lex = load_lexicon([bird, machine], lexicon_dir=lexicon_dir)
-    expected = min((bird, machine), key=senses.index)
-    assert lex.canonical("#crane") == expected
-    assert lex.explain("crane").n_in_vocab == 2
-    # With every noun in the vocabulary the first WordNet sense wins.
-    assert nouns_lexicon.canonical("crane") == senses[0]
+    match = lex.explain("crane")
+    assert match.n_in_vocab == 2 and lex.canonical("#crane") == match.wnid
+    scores = {c["wnid"]: c["score"] for c in match.candidates}
+    assert scores[match.wnid] == max(scores[bird], scores[machine])
+    # With every noun in the vocabulary WordNet's first sense (Stephen Crane) no longer wins.
+    nouns = load_lexicon("nouns", lexicon_dir=lexicon_dir)
+    assert nouns.canonical("crane") in (bird, machine)
 
 
 def test_lemma_beats_inflection_but_inflection_serves_other_vocabularies(reader, lexicon_dir):
@@ -180,7 +182,7 @@ def test_top_k_lexicon_from_counts(lexicon_dir):
 
 
 def test_vocabulary_errors_are_clear(lexicon_dir):
-    with pytest.raises(ValueError, match="in1k, nouns, or top:K"):
+    with pytest.raises(ValueError, match="in1k, in21k, nouns, or top:K"):
         load_lexicon("top:many", lexicon_dir=lexicon_dir)
     with pytest.raises(ValueError, match="needs corpus counts"):
         load_lexicon("top:5", lexicon_dir=lexicon_dir)

@@ -54,7 +54,7 @@ def test_stats_and_bad_vocab(lexicon_dir, capsys):
     stats = dict(line.split("\t") for line in capsys.readouterr().out.splitlines())
     assert stats["synsets_in_vocabulary"] == "1000" and int(stats["ambiguous_forms"]) > 1000
     assert main(["lexicon", "stats", "--lexicon-dir", str(lexicon_dir), "--vocab", "top:x"]) == 2
-    assert "in1k, nouns, or top:K" in capsys.readouterr().err
+    assert "in1k, in21k, nouns, or top:K" in capsys.readouterr().err
 
 
 def test_build_to_folder_and_not_a_lexicon(tmp_path, lexicon_dir, capsys):

@@ -4,7 +4,7 @@ from .lexicon import Lexicon, Match, load_lexicon
 from .locate import WordNetNotFound, locate_wordnet, open_wordnet
 from .normalise import normalise_tag
 from .store import build_lexicon
-from .vocab import in1k_synsets, top_k_vocabulary
+from .vocab import in1k_synsets, in21k_synsets, top_k_vocabulary
 
 __all__ = [
     "Lexicon",
@@ -12,6 +12,7 @@ __all__ = [
     "WordNetNotFound",
     "build_lexicon",
     "in1k_synsets",
+    "in21k_synsets",
     "load_lexicon",
     "locate_wordnet",
     "normalise_tag",

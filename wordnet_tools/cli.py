@@ -23,6 +23,17 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
             "--lexicon-dir", help="a compiled lexicon folder to use instead of the cache"
         )
 
+    def senses(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--vocab", default="nouns", help="in1k | in21k | nouns (top:K needs corpus counts)"
+        )
+        p.add_argument(
+            "--sense-overrides",
+            metavar="FILE",
+            help="CSV of hashtag,synset[,reason] rows that beat the visual sense choice and the "
+            "shipped overrides (synset: a wnid or a WordNet name like crane.n.05)",
+        )
+
     build = commands.add_parser("build", help="compile the lexicon (once; cached)")
     common(build)
     build.add_argument("--out", help="write the compiled lexicon here instead of the cache")
@@ -34,15 +45,18 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     lookup.add_argument(
         "tags", nargs="*", help="tags; '-' or none reads one tag per line from stdin"
     )
-    lookup.add_argument(
-        "--vocab", default="nouns", help="in1k | nouns | top:K is not available here"
-    )
+    senses(lookup)
     lookup.add_argument("--json", action="store_true", help="one JSON object per tag")
+    lookup.add_argument(
+        "--explain",
+        action="store_true",
+        help="also list every candidate sense with the parts of its visual score",
+    )
     lookup.set_defaults(func=_lookup)
 
     stats = commands.add_parser("stats", help="sizes and ambiguity of the lexicon")
     common(stats)
-    stats.add_argument("--vocab", default="nouns")
+    senses(stats)
     stats.set_defaults(func=_stats)
 
 
@@ -65,25 +79,58 @@ def _read_stdin_tags() -> list[str]:
     return tags
 
 
+def _load(args: argparse.Namespace):
+    return load_lexicon(
+        args.vocab,
+        lexicon_dir=args.lexicon_dir,
+        wordnet_dir=args.wordnet_dir,
+        sense_overrides=args.sense_overrides,
+    )
+
+
 def _lookup(args: argparse.Namespace) -> int:
-    lex = load_lexicon(args.vocab, lexicon_dir=args.lexicon_dir, wordnet_dir=args.wordnet_dir)
+    lex = _load(args)
     tags = args.tags if args.tags and args.tags != ["-"] else _read_stdin_tags()
     for tag in tags:
         match = lex.explain(tag)
         if args.json:
-            print(json.dumps(match.__dict__, ensure_ascii=False))
-        elif match.wnid is None:
+            fields = dict(match.__dict__)
+            if not args.explain:
+                fields.pop("candidates")
+            print(json.dumps(fields, ensure_ascii=False))
+            continue
+        if match.wnid is None:
             print(f"{tag}\t-\t-\t{match.how}")
+        elif match.lemma is None:
+            print(f"{tag}\t{match.wnid}\t{match.name}\t{match.decided_by}")
         else:
             detail = (
-                f"{match.how} of {match.lemma}, sense {match.sense_rank + 1} of {match.n_senses}"
+                f"{match.how} of {match.lemma}, sense {match.sense_rank + 1} of "
+                f"{match.n_senses}; {match.decided_by}"
             )
             print(f"{tag}\t{match.wnid}\t{match.name}\t{detail}")
+        if args.explain:
+            for line in explain_lines(match):
+                print(line)
     return 0
 
 
+def explain_lines(match) -> list[str]:
+    """The candidate table under a lookup line: best first, the chosen one marked."""
+    lines = []
+    for c in match.candidates:
+        mark = "*" if c["wnid"] == match.wnid else " "
+        vocab = "" if c["in_vocab"] else "  (not in vocabulary)"
+        parts = " ".join(f"{k}{v:+g}" for k, v in c["parts"].items())
+        lines.append(
+            f"  {mark} {c['score']:6.2f}  {c['wnid']} {c['name']:<24} {c['lexname']:<18} "
+            f"{c['kind']} sense {c['sense_rank'] + 1}: {parts}{vocab}"
+        )
+    return lines
+
+
 def _stats(args: argparse.Namespace) -> int:
-    lex = load_lexicon(args.vocab, lexicon_dir=args.lexicon_dir, wordnet_dir=args.wordnet_dir)
+    lex = _load(args)
     for key, value in lex.stats().items():
         print(f"{key}\t{value}")
     return 0

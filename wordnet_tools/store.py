@@ -19,6 +19,16 @@ from .compile import BUILDER_VERSION, compile_tables
 from .locate import REQUIRED_VERSION, WordNetSource, cache_dir, locate_wordnet, open_wordnet
 
 FORMS_FILE, SYNSETS_FILE = "forms.parquet", "synsets.parquet"
+# What a Lexicon reads of the synsets table (glosses only when a caller asks for them).
+LEXICON_SYNSET_COLUMNS = (
+    "wnid",
+    "name",
+    "wn_name",
+    "lexname",
+    "instance",
+    "produce",
+    "photo_count",
+)
 
 
 def wordnet_fingerprint(source: WordNetSource) -> str:
@@ -65,7 +75,7 @@ def build_lexicon(
 
 
 def read_tables(
-    folder: str | os.PathLike[str], synset_columns: tuple[str, ...] = ("wnid", "name")
+    folder: str | os.PathLike[str], synset_columns: tuple[str, ...] = LEXICON_SYNSET_COLUMNS
 ) -> tuple[pa.Table, pa.Table]:
     """The forms table and the synset columns asked for (glosses only when a caller wants them)."""
     folder = Path(folder)
@@ -75,5 +85,10 @@ def read_tables(
             f"{folder} is not a compiled lexicon (missing {', '.join(missing)}); "
             "run 'weakly lexicon build'"
         )
-    synsets = pq.read_table(folder / SYNSETS_FILE, columns=list(synset_columns))
-    return pq.read_table(folder / FORMS_FILE), synsets
+    forms = pq.read_table(folder / FORMS_FILE)
+    if "score" not in forms.column_names:
+        raise FileNotFoundError(
+            f"{folder} holds a lexicon compiled by an older weakly (no visual sense scores); "
+            f"rebuild it: weakly lexicon build --force --out {folder}"
+        )
+    return forms, pq.read_table(folder / SYNSETS_FILE, columns=list(synset_columns))
