@@ -40,6 +40,7 @@ from .ingest_config import IngestConfig, RunOptions
 from .manifest import list_manifest_files
 from .output_lock import hold_output
 from .pass2 import process_chunk
+from .phases import PhaseClock, maybe
 from .plan import Plan, run_plan
 from .ray_tasks import fold_results, init_ray, run_windowed
 from .summary import IngestSummary
@@ -108,18 +109,27 @@ def _open_output(manifests, out, options: RunOptions) -> tuple[Store, list[str]]
     return store, [normalise_url(f) for f in files]
 
 
-def _start(store: Store, files: list[str], config: IngestConfig, options: RunOptions):
+def _start(
+    store: Store,
+    files: list[str],
+    config: IngestConfig,
+    options: RunOptions,
+    clock: PhaseClock | None = None,
+):
     """Output checked and claimed (under the writer lock), Ray up, lexicon loaded, and the
     plan (loaded or made)."""
-    prepare_out(store, config, options)
-    store.remove(DATASET_JSON)  # not complete until rewritten at the end
-    for table in TABLES:  # a format-1 run of this config left whole-table files: superseded
-        store.remove(v1_index_file(table))
-    ray = init_ray(options.address, options.num_cpus)
-    lexicon = _load_lexicon(config)
+    with maybe(clock, "output check"):
+        prepare_out(store, config, options)
+        store.remove(DATASET_JSON)  # not complete until rewritten at the end
+        for table in TABLES:  # a format-1 run of this config left whole-table files: superseded
+            store.remove(v1_index_file(table))
+    with maybe(clock, "ray start"):
+        ray = init_ray(options.address, options.num_cpus)
+    with maybe(clock, "lexicon load"):
+        lexicon = _load_lexicon(config)
     saved = Plan.load(store)
     if saved is None:
-        return ray, run_plan(ray, store, files, config, lexicon, options)
+        return ray, run_plan(ray, store, files, config, lexicon, options, clock)
     if saved.files != files:
         raise ValueError(
             f"{store.url} holds a plan over other manifests ({len(saved.files)} files, this run "
@@ -192,16 +202,23 @@ def ingest(
     The output's writer lock is held from the first look at the output to the last write."""
     options = options or RunOptions()
     start = time.perf_counter()
-    eval_index = _load_eval_index(config, options)
-    store, files = _open_output(manifests, out, options)
+    clock = PhaseClock()
+    with clock.phase("eval index load"):
+        eval_index = _load_eval_index(config, options)
+    with clock.phase("manifest listing"):
+        store, files = _open_output(manifests, out, options)
     with hold_output(store, options.lease_seconds, _say) as lock:
-        ray, job_plan = _start(store, files, config, options)
-        totals = _run_pass2(ray, store, job_plan, config, eval_index, options)
+        ray, job_plan = _start(store, files, config, options, clock)
+        with clock.phase("pass 2"):
+            totals = _run_pass2(ray, store, job_plan, config, eval_index, options)
         lock.check()
-        _run_shards(ray, store, job_plan, config, totals, options)
+        with clock.phase("shards"):
+            _run_shards(ray, store, job_plan, config, totals, options)
         lock.check()  # dataset.json says "complete": never from a run that lost the output
-        summary = write_dataset_json(store, job_plan, totals, config, eval_index)
+        with clock.phase("index"):
+            summary = write_dataset_json(store, job_plan, totals, config, eval_index)
     elapsed = time.perf_counter() - start
     summary.seconds = elapsed
     summary.images_per_second = summary.input_rows / elapsed if elapsed > 0 else 0.0
+    summary.phases = clock.as_dict()
     return summary

@@ -28,6 +28,7 @@ from . import work_layout as lay
 from .label_noise import NoiseTally
 from .label_plan import choose_vocabulary
 from .manifest import MAX_TAG_CHARS
+from .phases import PhaseClock, maybe
 from .plan_tasks import (
     canonical_file,
     file_seen,
@@ -178,14 +179,20 @@ def _weight_edges(counts: np.ndarray, law: Law) -> np.ndarray:
     return np.linspace(low - 0.05, high + 0.05, HIST_BINS + 1)
 
 
-def run_plan(ray, store: Store, files: list[str], config, lexicon, options) -> Plan:
-    """All rounds of pass 1; the plan is saved (and report.png written) before returning."""
-    partitions = options.key_partitions or partition_count(store, files, options.storage_options)
-    for scratch in ("keys", "duplicates"):  # a pass 1 killed earlier may have used other files
-        store.remove_tree(f"{lay.WORK}/{scratch}")
+def run_plan(
+    ray, store: Store, files: list[str], config, lexicon, options, clock: PhaseClock | None = None
+) -> Plan:
+    """All rounds of pass 1; the plan is saved (and report.png written) before returning.
+    `clock` records each round's time (pipeline/phases.py)."""
+    with maybe(clock, "pass 1: setup"):
+        partitions = options.key_partitions or partition_count(
+            store, files, options.storage_options
+        )
+        for scratch in ("keys", "duplicates"):  # a killed pass 1 may have used other files
+            store.remove_tree(f"{lay.WORK}/{scratch}")
+        lex_ref = Shared(ray, lexicon)
     progress = options.progress
     cwd = os.getcwd()
-    lex_ref = Shared(ray, lexicon)
     task = ray.remote(max_retries=3)
     rows = [0] * len(files)
     dropped = [0] * len(files)
@@ -195,22 +202,25 @@ def run_plan(ray, store: Store, files: list[str], config, lexicon, options) -> P
         for reason in result["warnings"]:
             print(f"weakly ingest: warning: {reason}")
 
-    refs = [
-        task(canonical_file).remote(store, f, url, config.columns, lex_ref, partitions)
-        for f, url in enumerate(files)
-    ]
-    fold_results(ray, refs, "pass 1: read", progress, took_rows)
+    with maybe(clock, "pass 1: read"):
+        refs = [
+            task(canonical_file).remote(store, f, url, config.columns, lex_ref, partitions)
+            for f, url in enumerate(files)
+        ]
+        fold_results(ray, refs, "pass 1: read", progress, took_rows)
     if sum(dropped):
         print(
             f"weakly ingest: warning: {sum(dropped):,} tags over {MAX_TAG_CHARS} characters "
             "dropped; their rows kept their other tags"
         )
-    refs = [task(find_duplicates).remote(store, k) for k in range(partitions)]
-    fold_results(ray, refs, "pass 1: duplicates", progress, lambda k, n: None)
+    with maybe(clock, "pass 1: duplicates"):
+        refs = [task(find_duplicates).remote(store, k) for k in range(partitions)]
+        fold_results(ray, refs, "pass 1: duplicates", progress, lambda k, n: None)
 
     seen: Counter = Counter()
-    refs = [task(file_seen).remote(store, f, config.holdout) for f in range(len(files))]
-    fold_results(ray, refs, "pass 1: counts", progress, lambda f, c: seen.update(c))
+    with maybe(clock, "pass 1: counts"):
+        refs = [task(file_seen).remote(store, f, config.holdout) for f in range(len(files))]
+        fold_results(ray, refs, "pass 1: counts", progress, lambda f, c: seen.update(c))
     vocabulary = choose_vocabulary(seen, config.vocab, lexicon)
     marginal = {w: seen[w] for w in vocabulary if seen.get(w)} if config.label_noise > 0 else {}
 
@@ -227,22 +237,24 @@ def run_plan(ray, store: Store, files: list[str], config, lexicon, options) -> P
         noise.add(result["noise"])
 
     vocab_ref, files_ref = ray.put(vocabulary), ray.put(files)
-    refs = [
-        task(label_file).remote(store, f, files_ref, vocab_ref, marginal, config, cwd)
-        for f in range(len(files))
-    ]
-    fold_results(ray, refs, "pass 1: labels", progress, took_labels)
+    with maybe(clock, "pass 1: labels"):
+        refs = [
+            task(label_file).remote(store, f, files_ref, vocab_ref, marginal, config, cwd)
+            for f in range(len(files))
+        ]
+        fold_results(ray, refs, "pass 1: labels", progress, took_labels)
 
     counts_ref = ray.put(counts)
     tally = LawTally(images=sum(train))
     if config.weighting.scheme != "natural":  # natural needs only the image count
         tally = LawTally()
-        refs = [
-            task(tally_file).remote(store, f, live[f], counts_ref, config)
-            for f in range(len(files))
-            if live[f]
-        ]
-        fold_results(ray, refs, "pass 1: law", progress, lambda f, t: tally.add(t))
+        with maybe(clock, "pass 1: law"):
+            refs = [
+                task(tally_file).remote(store, f, live[f], counts_ref, config)
+                for f in range(len(files))
+                if live[f]
+            ]
+            fold_results(ray, refs, "pass 1: law", progress, lambda f, t: tally.add(t))
     law = solve_law(config.weighting, counts, tally, config.holdout)
     edges = _weight_edges(counts, law)
     weighted = np.zeros(len(vocabulary), np.float64)
@@ -254,13 +266,15 @@ def run_plan(ray, store: Store, files: list[str], config, lexicon, options) -> P
         hist[:] += np.asarray(result["hist"], np.int64)
         buckets.update(result["buckets"])
 
-    refs = [  # a file with no live rows has nothing to weigh
-        task(weigh_file).remote(store, f, live[f], counts_ref, law, edges, config)
-        for f in range(len(files))
-        if live[f]
-    ]
-    fold_results(ray, refs, "pass 1: weights", progress, took_weights)
-    _write_report(store, counts, weighted, hist, edges)
+    with maybe(clock, "pass 1: weights"):
+        refs = [  # a file with no live rows has nothing to weigh
+            task(weigh_file).remote(store, f, live[f], counts_ref, law, edges, config)
+            for f in range(len(files))
+            if live[f]
+        ]
+        fold_results(ray, refs, "pass 1: weights", progress, took_weights)
+    with maybe(clock, "report.png"):
+        _write_report(store, counts, weighted, hist, edges)
     plan = Plan(
         files=files,
         rows=rows,
