@@ -28,6 +28,7 @@ import os
 import posixpath
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from weakly_base.index_tables import TABLES, v1_index_file
 from weakly_base.shard_format import CONFIG_JSON, DATASET_JSON
@@ -41,8 +42,9 @@ from .manifest import list_manifest_files
 from .output_lock import hold_output
 from .pass2 import process_chunk
 from .phases import PhaseClock, maybe
-from .plan import Plan, run_plan
+from .plan import Plan, plan_in_driver, run_plan
 from .ray_tasks import fold_results, init_ray, run_windowed
+from .report import warm_report
 from .summary import IngestSummary
 
 __all__ = ["IngestConfig", "IngestSummary", "Plan", "RunOptions", "ingest", "plan"]
@@ -115,27 +117,48 @@ def _start(
     config: IngestConfig,
     options: RunOptions,
     clock: PhaseClock | None = None,
+    need_ray: bool = True,
 ):
-    """Output checked and claimed (under the writer lock), Ray up, lexicon loaded, and the
-    plan (loaded or made)."""
+    """Output checked and claimed (under the writer lock), Ray up (unless `need_ray` is off
+    and the plan can be made without it), and the plan (loaded or made).
+
+    Ray takes seconds to start, mostly waiting on its own processes, so the driver's side of
+    the start (lexicon load; for small manifests the whole of pass 1 and report.png,
+    pipeline/plan.py `plan_in_driver`; else the plotting imports) runs in a thread meanwhile."""
     with maybe(clock, "output check"):
         prepare_out(store, config, options)
         store.remove(DATASET_JSON)  # not complete until rewritten at the end
         for table in TABLES:  # a format-1 run of this config left whole-table files: superseded
             store.remove(v1_index_file(table))
-    with maybe(clock, "ray start"):
-        ray = init_ray(options.address, options.num_cpus)
-    with maybe(clock, "lexicon load"):
-        lexicon = _load_lexicon(config)
     saved = Plan.load(store)
-    if saved is None:
-        return ray, run_plan(ray, store, files, config, lexicon, options, clock)
-    if saved.files != files:
+    if saved is not None and saved.files != files:
         raise ValueError(
             f"{store.url} holds a plan over other manifests ({len(saved.files)} files, this run "
             f"names {len(files)}); use --overwrite to start over, or another --out"
         )
-    return ray, saved
+    local = saved is None and plan_in_driver(files, options)
+
+    def driver_side():
+        if saved is not None:  # pass 2 needs no lexicon
+            return saved
+        with maybe(clock, "lexicon load"):
+            lexicon = _load_lexicon(config)
+        if local:
+            return run_plan(None, store, files, config, lexicon, options, clock)
+        with maybe(clock, "plot imports"):
+            warm_report()
+        return lexicon
+
+    if not need_ray and (local or saved is not None):
+        return None, driver_side()
+    with ThreadPoolExecutor(1, thread_name_prefix="weakly-driver") as pool:
+        pending = pool.submit(driver_side)
+        with maybe(clock, "ray start"):
+            ray = init_ray(options.address, options.num_cpus)
+        got = pending.result()
+    if saved is not None or local:
+        return ray, got
+    return ray, run_plan(ray, store, files, config, got, options, clock)
 
 
 def _say(line: str) -> None:
@@ -187,7 +210,7 @@ def plan(
     options = options or RunOptions()
     store, files = _open_output(manifests, out, options)
     with hold_output(store, options.lease_seconds, _say) as lock:
-        _, result = _start(store, files, config, options)
+        _, result = _start(store, files, config, options, need_ray=False)
         lock.check()
     return result
 
