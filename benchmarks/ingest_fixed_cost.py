@@ -119,6 +119,94 @@ def show(n: int, run: dict) -> None:
     )
 
 
+GROUPS = {  # cProfile functions -> the component they belong to (first match wins)
+    "prepare_image (decode, resize, hash, encode)": ("prepare_image",),
+    "fetch (file read, threads)": ("fetch_completed", "_fetch_one", "fetch_one"),
+    "sample json": ("sample_json",),
+    "parquet write (bucket, index parts)": ("put_parquet", "parquet_bytes"),
+    "parquet read": ("read_row_group", "read_parquet"),
+    "weights and buckets": ("chunk_records",),
+    "eval dedup": ("_eval_matches",),
+    "tar write": ("write_shard",),
+    "object commit (store.put)": ("put",),
+}
+
+
+def profile_components(fn, *args) -> tuple[float, dict]:
+    """(CPU s of `fn(*args)` in this thread, {component: cumulative CPU s}) by cProfile,
+    with `time.thread_time` as its clock so waits do not count."""
+    import cProfile
+    import pstats
+
+    prof = cProfile.Profile(time.thread_time)
+    began = time.thread_time()
+    prof.runcall(fn, *args)
+    total = time.thread_time() - began
+    stats = pstats.Stats(prof).stats
+    parts = {}
+    for group, names in GROUPS.items():
+        cum = [c for (_, _, func), (_, _, _, c, _) in stats.items() if func in names]
+        parts[group] = max(cum, default=0.0)
+    return total, parts
+
+
+def profile_pass2(out: Path) -> dict:
+    """Pass-2 chunks and a shard task of a finished job, run again in this fresh process
+    under cProfile: the first chunk (cold: imports and first calls, what every new worker
+    pays once), then a second one (warm), then one shard task twice (cold, warm): where their
+    CPU goes beyond the per-image function. The job's output is copied first; the copy is
+    what is rewritten."""
+    sys.path.insert(0, str(REPO))
+    import numpy as np
+
+    from pipeline import work_layout as lay
+    from pipeline.buckets import write_bucket
+    from pipeline.ingest_cli import _add_ingest_arguments, config_from_args
+    from pipeline.pass2 import process_chunk
+    from pipeline.plan import Plan
+    from weakly_base.shard_format import SHARD_DIR
+    from weakly_base.storage import Store
+
+    scratch = out.with_name(out.name + "-profiled")
+    shutil.rmtree(scratch, ignore_errors=True)
+    shutil.copytree(out, scratch)
+    parser = argparse.ArgumentParser()
+    _add_ingest_arguments(parser)
+    config = config_from_args(parser.parse_args(["x", "--out", str(scratch)]))
+    store = Store.at(str(scratch))
+    plan = Plan.load(store)
+    counts, law = np.asarray(plan.counts), plan.solved_law()
+    got: dict = {"chunk_rows": min(config.chunk_rows, plan.live[0])}
+    for tag, c in (("cold", 0), ("warm", 1)):
+        cpu, parts = profile_components(process_chunk, store, 0, c, config, counts, law, None)
+        got[f"chunk_{tag}_cpu_s"] = round(cpu, 3)
+        got[f"chunk_{tag}_components"] = {k: round(v, 3) for k, v in parts.items() if v}
+    bucket = max(plan.buckets, key=lambda b: len(store.list(lay.bucket_dir(b))))
+    got["bucket_rows"] = sum(
+        int(json.loads(store.get(lay.chunk_done(f, c)))["written"].get(str(bucket), 0))
+        for f, live in enumerate(plan.live)
+        for c in range(-(-live // config.chunk_rows))
+    )
+    for tag in ("cold", "warm"):
+        store.remove_tree(SHARD_DIR)  # committed shards would be skipped, not rewritten
+        cpu, parts = profile_components(write_bucket, store, bucket, config.shard_size, 0.0)
+        got[f"bucket_{tag}_cpu_s"] = round(cpu, 3)
+        got[f"bucket_{tag}_components"] = {k: round(v, 3) for k, v in parts.items() if v}
+    shutil.rmtree(scratch, ignore_errors=True)
+    return got
+
+
+def show_profile(got: dict) -> None:
+    for what, rows in (("chunk", got["chunk_rows"]), ("bucket", got["bucket_rows"])):
+        for tag in ("cold", "warm"):
+            cpu = got[f"{what}_{tag}_cpu_s"]
+            name = "pass-2 chunk" if what == "chunk" else "shard task"
+            print(f"\n== one {name} ({tag}), {rows} rows: {cpu:.2f} CPU s "
+                  f"({cpu / max(rows, 1) * 1000:.2f} ms/row)")  # fmt: skip
+            for part, t in got[f"{what}_{tag}_components"].items():
+                print(f"  {part:<44}{t:>7.3f} s {t / cpu:>6.1%}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, nargs="+", default=[1000, 8000])
@@ -127,6 +215,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "weakly-bench")
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--profile-tasks",
+        action="store_true",
+        help="also rerun one pass-2 chunk and one shard task of the largest job in this "
+        "process under cProfile (CPU per component)",
+    )
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     sizes = sorted(args.n)
@@ -142,6 +236,9 @@ def main() -> None:
     for n in sizes[:-1]:
         ratio = results[n]["img_s_command"] / base["img_s_command"]
         print(f"{n} images: {results[n]['img_s_command']} img/s = {ratio:.2f} of the baseline")
+    if args.profile_tasks:
+        results["tasks"] = profile_pass2(args.work / f"out-{sizes[-1]}")
+        show_profile(results["tasks"])
     if args.json:
         args.json.write_text(json.dumps({str(k): v for k, v in results.items()}, indent=1))
 
