@@ -49,7 +49,10 @@ def make_corpus(work: Path, n: int, size: int) -> Path:
     return folder / "syn" / "manifest.parquet"
 
 
-ROW = re.compile(r"^\s*(?P<name>[a-z0-9 .:\-]+?)\s{2,}(?P<wall>\d+\.\d+)(?:\s+(?P<cpu>\d+\.\d+))?")
+ROW = re.compile(
+    r"^\s*(?P<name>[a-z0-9 .:\-]+?)\s{2,}(?P<wall>\d+\.\d+)(?:\s+(?P<cpu>\d+\.\d+))?"
+    r"(?:\s+[\d.]+%)?(?P<over>\s+\(overlapped\))?"
+)
 
 
 def parse_profile(text: str) -> dict:
@@ -64,8 +67,74 @@ def parse_profile(text: str) -> dict:
         m = ROW.match(line)
         if m and not line.startswith("phase "):
             cpu = float(m["cpu"]) if m["cpu"] else 0.0
-            found[m["name"].strip()] = (float(m["wall"]), cpu)
+            name = m["name"].strip() + (" (overlapped)" if m["over"] else "")
+            found[name] = (float(m["wall"]), cpu)
     return found
+
+
+def _cpu_and_kind(pid: int, tick: float) -> tuple[float, str] | None:
+    """(user + system CPU seconds, kind) of a live process, or None when it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return None
+    fields = stat.rpartition(")")[2].split()
+    cpu = (int(fields[11]) + int(fields[12])) * tick
+    comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+    if "default_worker.py" in cmd or comm.startswith("ray::"):
+        kind = "ray workers"
+    elif " -m weakly ingest" in cmd:
+        kind = "driver"
+    else:
+        kind = "ray system (gcs, raylet, agents)"
+    return cpu, kind
+
+
+class CpuSampler:
+    """CPU seconds of a process and all its descendants by kind, read from /proc every
+    `period` s (each process's last reading counts; one living under `period` is missed).
+    On a shared machine CPU seconds move much less with the load than wall seconds do."""
+
+    def __init__(self, root: int, period: float = 0.1) -> None:
+        import threading
+
+        self.root, self.period = root, period
+        self.seen: dict[int, tuple[float, str]] = {}
+        self.stop = threading.Event()
+        self.tick = 1.0 / os.sysconf("SC_CLK_TCK")
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _tree(self) -> list[int]:
+        parents = {}
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    stat = (entry / "stat").read_text()
+                except OSError:
+                    continue
+                parents[int(entry.name)] = int(stat.rpartition(")")[2].split()[1])
+        found, frontier = [self.root], [self.root]
+        while frontier:
+            frontier = [p for p, pp in parents.items() if pp in frontier]
+            found += frontier
+        return found
+
+    def _run(self) -> None:
+        while not self.stop.wait(self.period):
+            for pid in self._tree():
+                got = _cpu_and_kind(pid, self.tick)
+                if got is not None:
+                    self.seen[pid] = got
+
+    def totals(self) -> dict[str, float]:
+        self.stop.set()
+        self.thread.join()
+        out: dict[str, float] = {}
+        for cpu, kind in self.seen.values():
+            out[kind] = round(out.get(kind, 0.0) + cpu, 2)
+        return out
 
 
 def run_once(manifest: Path, out: Path, cores: int) -> dict:
@@ -76,12 +145,17 @@ def run_once(manifest: Path, out: Path, cores: int) -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
     began = time.perf_counter()
-    done = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, check=False)
+    proc = subprocess.Popen(
+        cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    sampler = CpuSampler(proc.pid)
+    stdout, stderr = proc.communicate()
     wall = time.perf_counter() - began
-    if done.returncode:
-        raise SystemExit(f"ingest failed ({done.returncode}):\n{done.stderr[-3000:]}")
-    phases = parse_profile(done.stdout)
-    rows = int(re.search(r"rows in\s+([\d,]+)", done.stdout)[1].replace(",", ""))
+    cpu = sampler.totals()
+    if proc.returncode:
+        raise SystemExit(f"ingest failed ({proc.returncode}):\n{stderr[-3000:]}")
+    phases = parse_profile(stdout)
+    rows = int(re.search(r"rows in\s+([\d,]+)", stdout)[1].replace(",", ""))
     startup = phases.pop("start-up before the job", (0.0, 0.0))[0]
     job = phases.pop("job total")[0]
     return {
@@ -91,6 +165,8 @@ def run_once(manifest: Path, out: Path, cores: int) -> dict:
         "job": round(job, 3),
         "after_job": round(max(0.0, wall - startup - job), 3),
         "phases": phases,
+        "cpu_by_kind": cpu,
+        "cpu_total": round(sum(cpu.values()), 2),
     }
 
 
@@ -113,6 +189,8 @@ def show(n: int, run: dict) -> None:
     for name, (wall, cpu) in run["phases"].items():
         print(f"{name:<26}{wall:>9.2f}{cpu:>14.2f}")
     print(f"{'after the job (shutdown)':<26}{run['after_job']:>9.2f}")
+    cpu = ", ".join(f"{k} {v:.2f}" for k, v in sorted(run["cpu_by_kind"].items()))
+    print(f"CPU s of the whole command: {run['cpu_total']:.2f} ({cpu})")
     print(
         f"fixed (all but pass 2 + shards) {s['fixed_s']:.2f} s; pass 2 + shards "
         f"{s['variable_s']:.2f} s = {s['img_s_variable']} img/s"
