@@ -126,7 +126,7 @@ class CpuSampler:
             for pid in self._tree():
                 got = _cpu_and_kind(pid, self.tick)
                 if got is not None:
-                    self.seen[pid] = got
+                    self.seen[pid] = (got[0], "driver") if pid == self.root else got
 
     def totals(self) -> dict[str, float]:
         self.stop.set()

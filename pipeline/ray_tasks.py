@@ -14,13 +14,31 @@ def init_ray(address: str | None, num_cpus: int | None):
     options reach the tasks inside each `Store`, not through the workers' environment."""
     import ray
 
+    global _STARTED_HERE
     if not ray.is_initialized():
         kwargs = {"include_dashboard": False, "log_to_driver": True}
         if address:
             ray.init(address=address, **kwargs)
         else:
             ray.init(num_cpus=num_cpus, **kwargs)
+        _STARTED_HERE = True
     return ray
+
+
+_STARTED_HERE = False
+
+
+def shutdown_ray() -> None:
+    """Disconnect from (and stop a local) Ray that `init_ray` started, now rather than at
+    interpreter exit, where Ray's hook first sleeps 0.5 s for log lines still in flight: the
+    CLI calls this once the job's summary is printed and every task's result is in. A Ray the
+    caller started is left alone."""
+    global _STARTED_HERE
+    if _STARTED_HERE:
+        import ray
+
+        ray.shutdown()
+        _STARTED_HERE = False
 
 
 class Shared:
