@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 from weakly_base.storage import normalise_url
 
@@ -17,7 +16,6 @@ from .manifest import Columns
 from .net_policy import parse_networks
 from .output_lease import DEFAULT_LEASE_SECONDS
 from .phases import process_age
-from .ray_tasks import shutdown_ray
 from .weights import REDUCERS, SCHEMES, WeightConfig
 
 
@@ -304,8 +302,6 @@ def _run_ingest(args: argparse.Namespace) -> int:
         if before is not None:
             print(f"{'start-up before the job':<28}{before:>10.3f}")
         print(summary.profile())
-    sys.stdout.flush()
-    shutdown_ray()
     return 0
 
 

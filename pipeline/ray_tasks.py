@@ -4,6 +4,7 @@ and turn a remote storage failure into the same one-line error a local one gives
 
 from __future__ import annotations
 
+import atexit
 from collections.abc import Callable, Iterable, Iterator
 
 from weakly_base.storage import StorageError
@@ -22,6 +23,7 @@ def init_ray(address: str | None, num_cpus: int | None):
         else:
             ray.init(num_cpus=num_cpus, **kwargs)
         _STARTED_HERE = True
+        atexit.register(shutdown_ray)  # runs before Ray's own hook (atexit is last in, first out)
     return ray
 
 
@@ -29,10 +31,10 @@ _STARTED_HERE = False
 
 
 def shutdown_ray() -> None:
-    """Disconnect from (and stop a local) Ray that `init_ray` started, now rather than at
-    interpreter exit, where Ray's hook first sleeps 0.5 s for log lines still in flight: the
-    CLI calls this once the job's summary is printed and every task's result is in. A Ray the
-    caller started is left alone."""
+    """Disconnect from (and stop a local) Ray that `init_ray` started, at interpreter exit
+    before Ray's own exit hook, which first sleeps 0.5 s for worker log lines still in flight
+    (every task's result is in by then; what a task printed came with it). A Ray the caller
+    started is left alone."""
     global _STARTED_HERE
     if _STARTED_HERE:
         import ray
