@@ -32,9 +32,10 @@ _STARTED_HERE = False
 
 def shutdown_ray() -> None:
     """Disconnect from (and stop a local) Ray that `init_ray` started, at interpreter exit
-    before Ray's own exit hook, which first sleeps 0.5 s for worker log lines still in flight
-    (every task's result is in by then; what a task printed came with it). A Ray the caller
-    started is left alone."""
+    before Ray's own exit hook, which first sleeps 0.5 s for worker log lines still in flight:
+    every task's result is in by then, and what matters from a task is in its result (a line
+    a worker printed just before returning may be cut). A Ray the caller started is left
+    alone."""
     global _STARTED_HERE
     if _STARTED_HERE:
         import ray
