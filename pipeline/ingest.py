@@ -5,7 +5,7 @@ local folder or any fsspec URL) and return only counts, so the driver holds no r
   pass 1, metadata only (pipeline/plan.py, pipeline/plan_tasks.py): canonical labels per
     manifest file, duplicate keys by hash-partitioned reduce tasks, the vocabulary and counts
     f(s) from folded counts, labelled parts per file, and `plan.json` (`--plan-only` stops
-    here);
+    here); manifests of a few MiB run the same rounds in the driver while Ray starts;
   pass 2, one task per chunk of a file's labelled rows: weights and buckets from the counts,
     fetch, decode once, validate, hash, drop eval near-copies, resize, encode; each chunk
     writes its bucket parts and index parts, then a `done` object (pipeline/pass2.py);
