@@ -5,7 +5,7 @@ local folder or any fsspec URL) and return only counts, so the driver holds no r
   pass 1, metadata only (pipeline/plan.py, pipeline/plan_tasks.py): canonical labels per
     manifest file, duplicate keys by hash-partitioned reduce tasks, the vocabulary and counts
     f(s) from folded counts, labelled parts per file, and `plan.json` (`--plan-only` stops
-    here);
+    here); manifests of a few MiB run the same rounds in the driver while Ray starts;
   pass 2, one task per chunk of a file's labelled rows: weights and buckets from the counts,
     fetch, decode once, validate, hash, drop eval near-copies, resize, encode; each chunk
     writes its bucket parts and index parts, then a `done` object (pipeline/pass2.py);
@@ -28,6 +28,7 @@ import os
 import posixpath
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from weakly_base.index_tables import TABLES, v1_index_file
 from weakly_base.shard_format import CONFIG_JSON, DATASET_JSON
@@ -40,8 +41,10 @@ from .ingest_config import IngestConfig, RunOptions
 from .manifest import list_manifest_files
 from .output_lock import hold_output
 from .pass2 import process_chunk
-from .plan import Plan, run_plan
+from .phases import PhaseClock, maybe
+from .plan import Plan, plan_in_driver, run_plan
 from .ray_tasks import fold_results, init_ray, run_windowed
+from .report import warm_report
 from .summary import IngestSummary
 
 __all__ = ["IngestConfig", "IngestSummary", "Plan", "RunOptions", "ingest", "plan"]
@@ -110,24 +113,54 @@ def _open_output(manifests, out, options: RunOptions) -> tuple[Store, list[str]]
     return store, [normalise_url(f) for f in files]
 
 
-def _start(store: Store, files: list[str], config: IngestConfig, options: RunOptions):
-    """Output checked and claimed (under the writer lock), Ray up, lexicon loaded, and the
-    plan (loaded or made)."""
-    prepare_out(store, config, options)
-    store.remove(DATASET_JSON)  # not complete until rewritten at the end
-    for table in TABLES:  # a format-1 run of this config left whole-table files: superseded
-        store.remove(v1_index_file(table))
-    ray = init_ray(options.address, options.num_cpus)
-    lexicon = _load_lexicon(config)
+def _start(
+    store: Store,
+    files: list[str],
+    config: IngestConfig,
+    options: RunOptions,
+    clock: PhaseClock | None = None,
+    need_ray: bool = True,
+):
+    """Output checked and claimed (under the writer lock), Ray up (unless `need_ray` is off
+    and the plan can be made without it), and the plan (loaded or made).
+
+    Ray takes seconds to start, mostly waiting on its own processes, so the driver's side of
+    the start (lexicon load; for small manifests the whole of pass 1 and report.png,
+    pipeline/plan.py `plan_in_driver`; else the plotting imports) runs in a thread meanwhile."""
+    with maybe(clock, "output check"):
+        prepare_out(store, config, options)
+        store.remove(DATASET_JSON)  # not complete until rewritten at the end
+        for table in TABLES:  # a format-1 run of this config left whole-table files: superseded
+            store.remove(v1_index_file(table))
     saved = Plan.load(store)
-    if saved is None:
-        return ray, run_plan(ray, store, files, config, lexicon, options)
-    if saved.files != files:
+    if saved is not None and saved.files != files:
         raise ValueError(
             f"{store.url} holds a plan over other manifests ({len(saved.files)} files, this run "
             f"names {len(files)}); use --overwrite to start over, or another --out"
         )
-    return ray, saved
+    local = saved is None and plan_in_driver(files, options)
+
+    def driver_side():
+        if saved is not None:  # pass 2 needs no lexicon
+            return saved
+        with maybe(clock, "lexicon load"):
+            lexicon = _load_lexicon(config)
+        if local:
+            return run_plan(None, store, files, config, lexicon, options, clock)
+        with maybe(clock, "plot imports"):
+            warm_report()
+        return lexicon
+
+    if not need_ray and (local or saved is not None):
+        return None, driver_side()
+    with ThreadPoolExecutor(1, thread_name_prefix="weakly-driver") as pool:
+        pending = pool.submit(driver_side)
+        with maybe(clock, "ray start"):
+            ray = init_ray(options.address, options.num_cpus)
+        got = pending.result()
+    if saved is not None or local:
+        return ray, got
+    return ray, run_plan(ray, store, files, config, got, options, clock)
 
 
 def _say(line: str) -> None:
@@ -179,7 +212,7 @@ def plan(
     options = options or RunOptions()
     store, files = _open_output(manifests, out, options)
     with hold_output(store, options.lease_seconds, _say) as lock:
-        _, result = _start(store, files, config, options)
+        _, result = _start(store, files, config, options, need_ray=False)
         lock.check()
     return result
 
@@ -194,16 +227,23 @@ def ingest(
     The output's writer lock is held from the first look at the output to the last write."""
     options = options or RunOptions()
     start = time.perf_counter()
-    eval_index = _load_eval_index(config, options)
-    store, files = _open_output(manifests, out, options)
+    clock = PhaseClock()
+    with clock.phase("eval index load"):
+        eval_index = _load_eval_index(config, options)
+    with clock.phase("manifest listing"):
+        store, files = _open_output(manifests, out, options)
     with hold_output(store, options.lease_seconds, _say) as lock:
-        ray, job_plan = _start(store, files, config, options)
-        totals = _run_pass2(ray, store, job_plan, config, eval_index, options)
+        ray, job_plan = _start(store, files, config, options, clock)
+        with clock.phase("pass 2"):
+            totals = _run_pass2(ray, store, job_plan, config, eval_index, options)
         lock.check()
-        _run_shards(ray, store, job_plan, config, totals, options)
+        with clock.phase("shards"):
+            _run_shards(ray, store, job_plan, config, totals, options)
         lock.check()  # dataset.json says "complete": never from a run that lost the output
-        summary = write_dataset_json(store, job_plan, totals, config, eval_index)
+        with clock.phase("index"):
+            summary = write_dataset_json(store, job_plan, totals, config, eval_index)
     elapsed = time.perf_counter() - start
     summary.seconds = elapsed
     summary.images_per_second = summary.input_rows / elapsed if elapsed > 0 else 0.0
+    summary.phases = clock.as_dict()
     return summary

@@ -15,6 +15,7 @@ from .ingest import IngestConfig, RunOptions, ingest, plan
 from .manifest import Columns
 from .net_policy import parse_networks
 from .output_lease import DEFAULT_LEASE_SECONDS
+from .phases import process_age
 from .weights import REDUCERS, SCHEMES, WeightConfig
 
 
@@ -216,6 +217,13 @@ def _add_ingest_arguments(p: argparse.ArgumentParser) -> None:
         "credentials also come the standard way: AWS_ENDPOINT_URL, AWS_PROFILE, ...)",
     )
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="after the summary, print where the wall time went: start-up before the job, "
+        "Ray start, lexicon load, each pass-1 round, pass 2, shards, index (wall and driver "
+        "CPU seconds per phase)",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> IngestConfig:
@@ -294,8 +302,13 @@ def _run_ingest(args: argparse.Namespace) -> int:
     if args.plan_only:
         print(plan(list(args.manifests), args.out, config, options).table())
         return 0
+    before = process_age()  # interpreter, imports, argument parsing
     summary = ingest(list(args.manifests), args.out, config, options)
     print(summary.table())
+    if args.profile:
+        if before is not None:
+            print(f"{'start-up before the job':<28}{before:>10.3f}")
+        print(summary.profile())
     return 0
 
 

@@ -28,6 +28,7 @@ from . import work_layout as lay
 from .label_noise import NoiseTally
 from .label_plan import choose_vocabulary
 from .manifest import MAX_TAG_CHARS
+from .phases import PhaseClock, maybe
 from .plan_tasks import (
     canonical_file,
     file_seen,
@@ -48,6 +49,9 @@ PLAN_VERSION = 2  # 2: laws solved on train counts (`law`), noise tally (`noise`
 MANIFEST_BYTES_PER_PARTITION = 16 << 20
 MAX_PARTITIONS = 4096
 HIST_BINS = 40
+# Pass 1 runs in the driver (`plan_in_driver`) for manifests up to this size: ~300k rows of a
+# compact parquet manifest, fewer of jsonl/csv.
+PLAN_IN_DRIVER_BYTES = 4 << 20
 
 
 @dataclass
@@ -149,8 +153,9 @@ def law_rows(law: dict) -> list[str]:
     return lines
 
 
-def partition_count(store: Store, files: list[str], storage_options: dict) -> int:
-    """Key partitions for the duplicate search, from the manifests' total size."""
+def manifest_bytes(files: list[str], storage_options: dict) -> int:
+    """The manifests' total size in bytes (an unreadable file counts 0: it becomes one
+    rejected row in round 1)."""
     import fsspec
 
     total = 0
@@ -159,8 +164,24 @@ def partition_count(store: Store, files: list[str], storage_options: dict) -> in
             fs, path = fsspec.core.url_to_fs(url, **storage_options)
             total += int(fs.size(path) or 0)
         except (OSError, ValueError):
-            pass  # an unreadable file becomes one rejected row in round 1
+            pass
+    return total
+
+
+def partition_count(store: Store, files: list[str], storage_options: dict) -> int:
+    """Key partitions for the duplicate search, from the manifests' total size."""
+    total = manifest_bytes(files, storage_options)
     return max(1, min(MAX_PARTITIONS, math.ceil(total / MANIFEST_BYTES_PER_PARTITION)))
+
+
+def plan_in_driver(files: list[str], options) -> bool:
+    """Whether pass 1 runs in the driver process rather than as Ray tasks: manifests of at
+    most PLAN_IN_DRIVER_BYTES in all. Such a pass 1 takes well under a second, less than
+    shipping the lexicon to Ray workers costs, and it can run while Ray starts; the rounds
+    are the same functions in the same order, so the plan is the same (tests/
+    test_plan_rounds.py). The driver then holds one manifest file's rows at a time, a few
+    MiB at most."""
+    return manifest_bytes(files, options.storage_options) <= PLAN_IN_DRIVER_BYTES
 
 
 def _weight_edges(counts: np.ndarray, law: Law) -> np.ndarray:
@@ -178,15 +199,39 @@ def _weight_edges(counts: np.ndarray, law: Law) -> np.ndarray:
     return np.linspace(low - 0.05, high + 0.05, HIST_BINS + 1)
 
 
-def run_plan(ray, store: Store, files: list[str], config, lexicon, options) -> Plan:
-    """All rounds of pass 1; the plan is saved (and report.png written) before returning."""
-    partitions = options.key_partitions or partition_count(store, files, options.storage_options)
-    for scratch in ("keys", "duplicates"):  # a pass 1 killed earlier may have used other files
-        store.remove_tree(f"{lay.WORK}/{scratch}")
-    progress = options.progress
+def _round(ray, fn, calls, desc: str, options, consume, clock) -> None:
+    """One round of pass 1: `fn(*args)` for every args in `calls`, `consume(i, result)` in
+    call order. With `ray` each call is a task; without, it runs here, one after another
+    (a small job's pass 1, while Ray starts: the same functions, so the same plan)."""
+    with maybe(clock, desc):
+        if ray is None:
+            for i, args in enumerate(calls):
+                consume(i, fn(*args))
+            return
+        task = ray.remote(max_retries=3)(fn)
+        refs = [task.remote(*args) for args in calls]
+        fold_results(ray, refs, desc, options.progress, consume)
+
+
+def _put(ray, value):
+    """`value` in Ray's object store (sent once, not with every task), or as it is."""
+    return value if ray is None else ray.put(value)
+
+
+def run_plan(
+    ray, store: Store, files: list[str], config, lexicon, options, clock: PhaseClock | None = None
+) -> Plan:
+    """All rounds of pass 1; the plan is saved (and report.png written) before returning.
+    `ray` None runs every round in this process (small jobs, `plan_in_driver`); `clock`
+    records each round's time (pipeline/phases.py)."""
+    with maybe(clock, "pass 1: setup"):
+        partitions = options.key_partitions or partition_count(
+            store, files, options.storage_options
+        )
+        for scratch in ("keys", "duplicates"):  # a killed pass 1 may have used other files
+            store.remove_tree(f"{lay.WORK}/{scratch}")
+        lex_ref = lexicon if ray is None else Shared(ray, lexicon)
     cwd = os.getcwd()
-    lex_ref = Shared(ray, lexicon)
-    task = ray.remote(max_retries=3)
     rows = [0] * len(files)
     dropped = [0] * len(files)
 
@@ -195,22 +240,19 @@ def run_plan(ray, store: Store, files: list[str], config, lexicon, options) -> P
         for reason in result["warnings"]:
             print(f"weakly ingest: warning: {reason}")
 
-    refs = [
-        task(canonical_file).remote(store, f, url, config.columns, lex_ref, partitions)
-        for f, url in enumerate(files)
-    ]
-    fold_results(ray, refs, "pass 1: read", progress, took_rows)
+    calls = [(store, f, url, config.columns, lex_ref, partitions) for f, url in enumerate(files)]
+    _round(ray, canonical_file, calls, "pass 1: read", options, took_rows, clock)
     if sum(dropped):
         print(
             f"weakly ingest: warning: {sum(dropped):,} tags over {MAX_TAG_CHARS} characters "
             "dropped; their rows kept their other tags"
         )
-    refs = [task(find_duplicates).remote(store, k) for k in range(partitions)]
-    fold_results(ray, refs, "pass 1: duplicates", progress, lambda k, n: None)
+    calls = [(store, k) for k in range(partitions)]
+    _round(ray, find_duplicates, calls, "pass 1: duplicates", options, lambda k, n: None, clock)
 
     seen: Counter = Counter()
-    refs = [task(file_seen).remote(store, f, config.holdout) for f in range(len(files))]
-    fold_results(ray, refs, "pass 1: counts", progress, lambda f, c: seen.update(c))
+    calls = [(store, f, config.holdout) for f in range(len(files))]
+    _round(ray, file_seen, calls, "pass 1: counts", options, lambda f, c: seen.update(c), clock)
     vocabulary = choose_vocabulary(seen, config.vocab, lexicon)
     marginal = {w: seen[w] for w in vocabulary if seen.get(w)} if config.label_noise > 0 else {}
 
@@ -226,23 +268,16 @@ def run_plan(ray, store: Store, files: list[str], config, lexicon, options) -> P
         rejects.update(result["rejects"])
         noise.add(result["noise"])
 
-    vocab_ref, files_ref = ray.put(vocabulary), ray.put(files)
-    refs = [
-        task(label_file).remote(store, f, files_ref, vocab_ref, marginal, config, cwd)
-        for f in range(len(files))
-    ]
-    fold_results(ray, refs, "pass 1: labels", progress, took_labels)
+    vocab_ref, files_ref = _put(ray, vocabulary), _put(ray, files)
+    calls = [(store, f, files_ref, vocab_ref, marginal, config, cwd) for f in range(len(files))]
+    _round(ray, label_file, calls, "pass 1: labels", options, took_labels, clock)
 
-    counts_ref = ray.put(counts)
+    counts_ref = _put(ray, counts)
     tally = LawTally(images=sum(train))
     if config.weighting.scheme != "natural":  # natural needs only the image count
         tally = LawTally()
-        refs = [
-            task(tally_file).remote(store, f, live[f], counts_ref, config)
-            for f in range(len(files))
-            if live[f]
-        ]
-        fold_results(ray, refs, "pass 1: law", progress, lambda f, t: tally.add(t))
+        calls = [(store, f, live[f], counts_ref, config) for f in range(len(files)) if live[f]]
+        _round(ray, tally_file, calls, "pass 1: law", options, lambda f, t: tally.add(t), clock)
     law = solve_law(config.weighting, counts, tally, config.holdout)
     edges = _weight_edges(counts, law)
     weighted = np.zeros(len(vocabulary), np.float64)
@@ -254,13 +289,12 @@ def run_plan(ray, store: Store, files: list[str], config, lexicon, options) -> P
         hist[:] += np.asarray(result["hist"], np.int64)
         buckets.update(result["buckets"])
 
-    refs = [  # a file with no live rows has nothing to weigh
-        task(weigh_file).remote(store, f, live[f], counts_ref, law, edges, config)
-        for f in range(len(files))
-        if live[f]
+    calls = [  # a file with no live rows has nothing to weigh
+        (store, f, live[f], counts_ref, law, edges, config) for f in range(len(files)) if live[f]
     ]
-    fold_results(ray, refs, "pass 1: weights", progress, took_weights)
-    _write_report(store, counts, weighted, hist, edges)
+    _round(ray, weigh_file, calls, "pass 1: weights", options, took_weights, clock)
+    with maybe(clock, "report.png"):
+        _write_report(store, counts, weighted, hist, edges)
     plan = Plan(
         files=files,
         rows=rows,

@@ -4,6 +4,7 @@ and turn a remote storage failure into the same one-line error a local one gives
 
 from __future__ import annotations
 
+import atexit
 from collections.abc import Callable, Iterable, Iterator
 
 from weakly_base.storage import StorageError
@@ -14,13 +15,33 @@ def init_ray(address: str | None, num_cpus: int | None):
     options reach the tasks inside each `Store`, not through the workers' environment."""
     import ray
 
+    global _STARTED_HERE
     if not ray.is_initialized():
         kwargs = {"include_dashboard": False, "log_to_driver": True}
         if address:
             ray.init(address=address, **kwargs)
         else:
             ray.init(num_cpus=num_cpus, **kwargs)
+        _STARTED_HERE = True
+        atexit.register(shutdown_ray)  # runs before Ray's own hook (atexit is last in, first out)
     return ray
+
+
+_STARTED_HERE = False
+
+
+def shutdown_ray() -> None:
+    """Disconnect from (and stop a local) Ray that `init_ray` started, at interpreter exit
+    before Ray's own exit hook, which first sleeps 0.5 s for worker log lines still in flight:
+    every task's result is in by then, and what matters from a task is in its result (a line
+    a worker printed just before returning may be cut). A Ray the caller started is left
+    alone."""
+    global _STARTED_HERE
+    if _STARTED_HERE:
+        import ray
+
+        ray.shutdown()
+        _STARTED_HERE = False
 
 
 class Shared:

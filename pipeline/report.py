@@ -18,6 +18,15 @@ def shares(values: np.ndarray) -> np.ndarray:
     return values / total if total > 0 else values
 
 
+def warm_report() -> None:
+    """Import the plotting library now (about a second), so that drawing the report later is
+    only the drawing: the driver calls this while it waits for Ray to start."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot  # noqa: F401
+
+
 def render_report(
     counts: np.ndarray, weighted: np.ndarray, hist: np.ndarray, edges: np.ndarray
 ) -> bytes:

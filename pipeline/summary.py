@@ -39,6 +39,13 @@ class IngestSummary:
     seconds: float
     images_per_second: float
     noise: dict = field(default_factory=dict)  # plan.json's label-noise tally
+    phases: dict = field(default_factory=dict)  # {phase: {"wall", "cpu"}} (pipeline/phases.py)
+
+    def profile(self) -> str:
+        """`--profile`: where the job's wall time went, phase by phase."""
+        from .phases import phase_rows
+
+        return "\n".join(phase_rows(self.phases, self.seconds))
 
     def table(self) -> str:
         lines = [

@@ -80,6 +80,14 @@ def test_synth_ingest_dedup_and_format(ray_local, synth_data, lexicon_dir, tmp_p
     summary = ingest([str(root / "train" / "manifest.parquet")], out, config, QUIET)
 
     assert summary.input_rows == 80 == summary.written + summary.rejected
+    # --profile's phases: a small pass 1 ran in a driver thread alongside Ray start
+    assert {"ray start", "lexicon load", "pass 1: read", "pass 2", "shards", "index"} <= set(
+        summary.phases
+    )
+    assert summary.phases["pass 1: read"].get("overlapped") and "job total" in summary.profile()
+    assert sum(t["wall"] for t in summary.phases.values() if not t.get("overlapped")) <= (
+        summary.seconds
+    )
     matches = read_index(out, "eval_matches")
     removed = set(matches["key"].to_pylist())
     manifest = pq.read_table(root / "train" / "manifest.parquet").to_pylist()

@@ -70,7 +70,12 @@ def _reference(files, config, lexicon):
 
 
 def _distributed(ray, files, config, lexicon, out, partitions) -> tuple[Store, Plan]:
+    """The plan from Ray tasks, or (`partitions` "driver") from the same rounds run in this
+    process, as small jobs run them."""
     store = Store.at(out)
+    if partitions == "driver":
+        options = RunOptions(progress=False, key_partitions=3)
+        return store, run_plan(None, store, files, config, lexicon, options)
     options = RunOptions(progress=False, key_partitions=partitions)
     return store, run_plan(ray, store, files, config, lexicon, options)
 
@@ -91,7 +96,7 @@ CONFIGS = {
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
-@pytest.mark.parametrize("partitions", [1, 5])
+@pytest.mark.parametrize("partitions", [1, 5, "driver"])
 def test_rounds_decide_what_one_process_decides(
     name, partitions, manifests, tmp_path, ray_local, request
 ):

@@ -159,3 +159,34 @@ def test_check_format_reads_versions_1_and_2_only():
         fmt.check_format({"format": "other", "format_version": 2}, "elsewhere")
     with pytest.raises(ValueError, match="not one of"):
         fmt.dataset_header(3)
+
+
+def _tarfile_shard(records) -> bytes:
+    """What `tarfile` itself writes for these records: the reference for `shard_bytes`."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for r in sorted(records, key=lambda r: r.key):
+            meta = fmt.encode_meta(r.meta)
+            jpg_name, json_name = fmt.member_names(r.key)
+            tar.addfile(fmt.member_header(jpg_name, len(r.jpg)), io.BytesIO(r.jpg))
+            tar.addfile(fmt.member_header(json_name, len(meta)), io.BytesIO(meta))
+    return buffer.getvalue()
+
+
+def test_shard_bytes_are_what_tarfile_writes():
+    import random
+
+    rng = random.Random(7)
+    for n in [0, 1, 2, 7, 33]:
+        records = [
+            fmt.ShardRecord(
+                f"k{rng.randrange(10**9):09d}-{i}",
+                rng.randbytes(rng.choice([0, 1, 511, 512, 513, rng.randrange(40_000)])),
+                {"w": rng.random(), "tags": ["é✓"] * rng.randrange(3)},
+            )
+            for i in range(n)
+        ]
+        data, keys = fmt.shard_bytes(records)
+        assert data == _tarfile_shard(records)
+        assert keys == sorted(r.key for r in records)
+        assert len(data) % tarfile.RECORDSIZE == 0
