@@ -1,0 +1,184 @@
+"""What an epoch emits, decided from the shards table before a byte of any tar is read.
+
+A sample's index `weight` is its expected number of appearances per epoch (docs/FORMAT.md). An
+epoch draws one uniform `u` and lays the unit grid `u, u + 1, u + 2, ...` over the samples'
+weights laid end to end (shards in table order, each shard's samples in a fresh random order per
+epoch): sample `i` appears once per grid point inside its interval. An interval of length `w`
+holds floor(w) or ceil(w) points, and exactly `w` on average over `u` (systematic rounding).
+Because whole shards occupy fixed stretches `[C_{s-1}, C_s)` of the line (C = cumulative
+`weight_sum`), every shard's emission count N_s, and so the epoch's total, follow from the
+shards table alone; only where inside a shard the points fall needs its samples-index part.
+
+A shard with weights up to `weight_max` is visited V_s = ceil(weight_max) times per epoch (at
+most N_s); grid point m of the shard goes to visit m mod V_s, so the floor(w)/ceil(w) copies of a
+sample (consecutive points) land in different visits, spread over the epoch. Every visit's size
+is known from the table too, so the epoch's visits, shuffled, split into per-slot ranges of
+exactly equal length (+-1): every (rank, loader worker) slot emits the same number of samples
+per epoch, and a visit cut by a range boundary is read in part by each of two slots.
+
+`natural` sampling is the same with every sample once per epoch (one visit per shard).
+Everything here is a pure function of (seed, epoch, the shards table, the index weights).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+_EPOCH, _ORDER, _WITHIN = 11, 12, 13
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything the order depends on besides the slot: the shards table's sizes, weight sums
+    and maxima, the seed, the law and the two mixing knobs."""
+
+    weight_sums: tuple[float, ...]
+    sizes: tuple[int, ...]
+    weight_maxes: tuple[float, ...] | None = None
+    seed: int = 0
+    mode: str = "weighted"
+    open_shards: int = 16
+    buffer_size: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("weighted", "natural"):
+            raise ValueError(f"sampling must be 'weighted' or 'natural', not {self.mode!r}")
+        if self.buffer_size < 1:
+            raise ValueError("shuffle buffer size must be at least 1")
+        if self.open_shards < 1:
+            raise ValueError("open shards must be at least 1")
+        if len(self.sizes) != len(self.weight_sums):
+            raise ValueError("one size per shard weight sum")
+
+    @property
+    def num_shards(self) -> int:
+        return len(self.weight_sums)
+
+    @cached_property
+    def _cum(self) -> np.ndarray:
+        return np.concatenate([[0.0], np.cumsum(np.asarray(self.weight_sums, dtype=np.float64))])
+
+    @property
+    def expected_epoch_size(self) -> float:
+        """Samples per epoch on average (exact to +-1 in every epoch)."""
+        return float(sum(self.sizes)) if self.mode == "natural" else float(self._cum[-1])
+
+    def shard_points(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        """(N_s, a_s): each shard's emissions in `epoch`, and where its first grid point lies
+        inside its stretch of the line (0 <= a_s < 1)."""
+        if self.mode == "natural":
+            return np.asarray(self.sizes, dtype=np.int64), np.zeros(self.num_shards)
+        u = np.random.default_rng([self.seed, _EPOCH, epoch]).random()
+        first = np.ceil(self._cum - u)  # index k of the first point k + u >= C
+        counts = np.diff(first).astype(np.int64)
+        return np.maximum(counts, 0), first[:-1] + u - self._cum[:-1]
+
+    def visits(self, counts: np.ndarray) -> np.ndarray:
+        """V_s for each shard given its emissions N_s."""
+        if self.mode == "natural" or self.weight_maxes is None:
+            per = np.ones(self.num_shards, dtype=np.int64)
+            if self.mode == "weighted":  # no weight_max column: the mean copies per sample
+                sizes = np.maximum(np.asarray(self.sizes, dtype=np.int64), 1)
+                per = np.maximum(1, -(-counts // sizes))
+        else:
+            wmax = np.nan_to_num(np.asarray(self.weight_maxes, dtype=np.float64), nan=1.0)
+            per = np.maximum(1, np.ceil(np.clip(wmax, 0, 1e12) - 1e-9)).astype(np.int64)
+        return np.where(counts > 0, np.minimum(per, np.maximum(counts, 1)), 0)
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Emissions `lo..hi` of visit `visit` of shard `shard` (a visit's emissions are its
+    samples in stored order): what one slot reads of one visit."""
+
+    shard: int
+    visit: int
+    lo: int
+    hi: int
+
+    @property
+    def size(self) -> int:
+        return self.hi - self.lo
+
+
+class EpochPlan:
+    """One epoch: per-shard emissions and visits, the shuffled visit order, the slot ranges."""
+
+    def __init__(self, plan: Plan, epoch: int) -> None:
+        self.plan, self.epoch = plan, epoch
+        self.counts, self.offsets = plan.shard_points(epoch)
+        self.per_shard = plan.visits(self.counts)
+        shard_of = np.repeat(np.arange(plan.num_shards), self.per_shard)
+        starts = np.concatenate([[0], np.cumsum(self.per_shard)[:-1]])
+        visit_of = np.arange(len(shard_of)) - np.repeat(starts, self.per_shard)
+        order = np.random.default_rng([plan.seed, _ORDER, epoch]).permutation(len(shard_of))
+        self.shard_of, self.visit_of = shard_of[order], visit_of[order]
+        n, v = self.counts[self.shard_of], self.per_shard[self.shard_of]
+        self.visit_sizes = (n - self.visit_of + v - 1) // v
+        self.ends = np.cumsum(self.visit_sizes)
+
+    @property
+    def total(self) -> int:
+        """Emissions in this epoch, over every slot."""
+        return int(self.ends[-1]) if len(self.ends) else 0
+
+    def slot_range(self, slot: int, n_slots: int) -> tuple[int, int]:
+        total = self.total
+        return slot * total // n_slots, (slot + 1) * total // n_slots
+
+    def pieces(self, slot: int, n_slots: int) -> list[Piece]:
+        """The visits (or parts of them) slot `slot` of `n_slots` emits, in order."""
+        a, b = self.slot_range(slot, n_slots)
+        out: list[Piece] = []
+        if a >= b:
+            return out
+        first = int(np.searchsorted(self.ends, a, side="right"))
+        for k in range(first, len(self.ends)):
+            start = int(self.ends[k] - self.visit_sizes[k])
+            if start >= b:
+                break
+            lo, hi = max(a, start) - start, min(b, int(self.ends[k])) - start
+            if hi > lo:
+                out.append(Piece(int(self.shard_of[k]), int(self.visit_of[k]), lo, hi))
+        return out
+
+    def visit_positions(self, shard: int, visit: int, weights: np.ndarray) -> np.ndarray:
+        """Positions (index rows of the shard, ascending, a position repeated when it has more
+        than one copy in the visit) that visit `visit` of `shard` emits, from the shard's index
+        weights. The points are the shard's N_s grid points; the weights are rescaled to the
+        shard's `weight_sum` so that an index disagreeing in the last bits (or a row whose
+        unusable weight was replaced) moves no other shard's counts."""
+        plan = self.plan
+        count, v = int(self.counts[shard]), int(self.per_shard[shard])
+        rows = len(weights)
+        if count == 0 or rows == 0:
+            return np.zeros(0, dtype=np.int64)
+        if plan.mode == "natural":
+            per_point = np.arange(count, dtype=np.int64) * rows // count
+        else:
+            rng = np.random.default_rng([plan.seed, _WITHIN, self.epoch, shard])
+            perm = rng.permutation(rows)
+            w = np.clip(np.nan_to_num(np.asarray(weights, dtype=np.float64)[perm]), 0, None)
+            total = float(w.sum())
+            if not total > 0:
+                w, total = np.ones(rows), float(rows)
+            cum = np.cumsum(w) * (float(plan.weight_sums[shard]) / total)
+            points = self.offsets[shard] + np.arange(count, dtype=np.float64)
+            idx = np.minimum(np.searchsorted(cum, points, side="right"), rows - 1)
+            per_point = perm[idx]
+        return np.sort(per_point[visit::v])
+
+
+def epoch_total(plan: Plan, epoch: int) -> int:
+    """Emissions of `epoch` over every slot, from the shards table alone."""
+    return int(plan.shard_points(epoch)[0].sum())
+
+
+def steps_for_epochs(plan: Plan, epochs: int, global_batch: int) -> int:
+    """Optimizer steps that consume `epochs` whole epochs: the epochs' exact emission totals
+    over the global batch, rounded down (the last partial global batch would straddle the
+    next epoch)."""
+    return sum(epoch_total(plan, e) for e in range(epochs)) // global_batch
