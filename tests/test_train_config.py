@@ -41,8 +41,11 @@ def test_from_namespace_ignores_other_attributes():
     [
         ({"data": None}, "--data is required"),
         ({"out": ""}, "--out is required"),
-        ({"steps": None}, "give --steps or --samples"),
-        ({"samples": 10}, "give --steps or --samples, not both"),
+        ({"steps": None}, "give --steps, --samples or --epochs"),
+        ({"samples": 10}, "give one of --steps, --samples, --epochs, not --steps and --samples"),
+        ({"epochs": 2}, "give one of --steps, --samples, --epochs, not --steps and --epochs"),
+        ({"steps": None, "epochs": 0}, "--epochs must be at least 1, not 0"),
+        ({"open_shards": 0}, "--open-shards must be at least 1, not 0"),
         ({"reset_head": True}, "--reset-head needs --init CKPT"),
         ({"batch_size": 0}, "--batch-size must be at least 1, not 0"),
         ({"eval_max_samples": 0}, "--eval-max-samples must be at least 1, not 0"),

@@ -143,9 +143,7 @@ class StreamDataset(IterableDataset):
         self.dataset, self.cfg = dataset, cfg
         self.states = states or [None] * cfg.n_streams
         self.rotation = rotation
-        self.plan = make_plan(
-            dataset, cfg.seed, cfg.sampling, cfg.shuffle_buffer, cfg.open_shards
-        )
+        self.plan = make_plan(dataset, cfg.seed, cfg.sampling, cfg.shuffle_buffer, cfg.open_shards)
 
     def __iter__(self) -> Iterator[dict]:
         """Batches of this worker's logical stream; a `{"stop": line}` item when the data

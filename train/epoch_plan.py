@@ -145,31 +145,36 @@ class EpochPlan:
                 out.append(Piece(int(self.shard_of[k]), int(self.visit_of[k]), lo, hi))
         return out
 
-    def visit_positions(self, shard: int, visit: int, weights: np.ndarray) -> np.ndarray:
-        """Positions (index rows of the shard, ascending, a position repeated when it has more
-        than one copy in the visit) that visit `visit` of `shard` emits, from the shard's index
-        weights. The points are the shard's N_s grid points; the weights are rescaled to the
-        shard's `weight_sum` so that an index disagreeing in the last bits (or a row whose
-        unusable weight was replaced) moves no other shard's counts."""
+    def point_positions(self, shard: int, weights: np.ndarray) -> np.ndarray:
+        """The position (index row of the shard) of each of the shard's N_s grid points, from
+        the shard's index weights. The weights are rescaled to the shard's `weight_sum`, so an
+        index disagreeing in the last bits (or a row whose unusable weight was replaced) moves
+        no other shard's counts."""
         plan = self.plan
-        count, v = int(self.counts[shard]), int(self.per_shard[shard])
-        rows = len(weights)
+        count, rows = int(self.counts[shard]), len(weights)
         if count == 0 or rows == 0:
             return np.zeros(0, dtype=np.int64)
         if plan.mode == "natural":
-            per_point = np.arange(count, dtype=np.int64) * rows // count
-        else:
-            rng = np.random.default_rng([plan.seed, _WITHIN, self.epoch, shard])
-            perm = rng.permutation(rows)
-            w = np.clip(np.nan_to_num(np.asarray(weights, dtype=np.float64)[perm]), 0, None)
-            total = float(w.sum())
-            if not total > 0:
-                w, total = np.ones(rows), float(rows)
-            cum = np.cumsum(w) * (float(plan.weight_sums[shard]) / total)
-            points = self.offsets[shard] + np.arange(count, dtype=np.float64)
-            idx = np.minimum(np.searchsorted(cum, points, side="right"), rows - 1)
-            per_point = perm[idx]
-        return np.sort(per_point[visit::v])
+            return np.arange(count, dtype=np.int64) * rows // count
+        rng = np.random.default_rng([plan.seed, _WITHIN, self.epoch, shard])
+        perm = rng.permutation(rows)
+        w = np.clip(np.nan_to_num(np.asarray(weights, dtype=np.float64)[perm]), 0, None)
+        total = float(w.sum())
+        if not total > 0:
+            w, total = np.ones(rows), float(rows)
+        cum = np.cumsum(w) * (float(plan.weight_sums[shard]) / total)
+        points = self.offsets[shard] + np.arange(count, dtype=np.float64)
+        return perm[np.minimum(np.searchsorted(cum, points, side="right"), rows - 1)]
+
+    def shard_counts(self, shard: int, weights: np.ndarray) -> np.ndarray:
+        """How many times this epoch emits each sample of the shard (over all its visits)."""
+        return np.bincount(self.point_positions(shard, weights), minlength=len(weights))
+
+    def visit_positions(self, shard: int, visit: int, weights: np.ndarray) -> np.ndarray:
+        """Positions (ascending; a position repeated when it has more than one copy in the
+        visit) that visit `visit` of `shard` emits: grid points m = visit (mod V_s)."""
+        v = int(self.per_shard[shard])
+        return np.sort(self.point_positions(shard, weights)[visit::v]) if v else np.zeros(0, int)
 
 
 def epoch_total(plan: Plan, epoch: int) -> int:

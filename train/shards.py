@@ -217,7 +217,7 @@ class Dataset:
         keys = frozenset(r.key for r in chosen)
         records = self._records(self.shards.files[index], max_member_bytes, keys)
         weight_sum = float(self.shards.weight_sum[index])
-        joined = zip(wanted, join_shard(chosen, records, self.num_classes, weight_sum))
+        joined = zip(wanted, join_shard(chosen, records, self.num_classes, weight_sum), strict=True)
         try:
             at, item = -1, None
             for pos in positions:  # ascending: each sample is read once, when first needed
