@@ -12,7 +12,8 @@ shards table alone; only where inside a shard the points fall needs its samples-
 A shard with weights up to `weight_max` is visited V_s = ceil(weight_max) times per epoch (at
 most N_s); grid point m of the shard goes to visit m mod V_s, so the floor(w)/ceil(w) copies of a
 sample (consecutive points) land in different visits, spread over the epoch. Every visit's size
-is known from the table too, so the epoch's visits, shuffled, split into per-slot ranges of
+is known from the table too, so the epoch's visits, shuffled (each shard's spread evenly over
+the epoch), split into per-slot ranges of
 exactly equal length (+-1): every (rank, loader worker) slot emits the same number of samples
 per epoch, and a visit cut by a range boundary is read in part by each of two slots.
 
@@ -114,7 +115,12 @@ class EpochPlan:
         shard_of = np.repeat(np.arange(plan.num_shards), self.per_shard)
         starts = np.concatenate([[0], np.cumsum(self.per_shard)[:-1]])
         visit_of = np.arange(len(shard_of)) - np.repeat(starts, self.per_shard)
-        order = np.random.default_rng([plan.seed, _ORDER, epoch]).permutation(len(shard_of))
+        # Stratified: visit v of shard s sits at (v + r_s) / V_s of the epoch (r_s uniform),
+        # so a shard's visits, and with them a sample's copies, are spread evenly over the
+        # epoch and the visits open together are rarely of the same shard.
+        r = np.random.default_rng([plan.seed, _ORDER, epoch]).random(plan.num_shards)
+        keys = (visit_of + r[shard_of]) / np.maximum(self.per_shard[shard_of], 1)
+        order = np.argsort(keys, kind="stable")
         self.shard_of, self.visit_of = shard_of[order], visit_of[order]
         n, v = self.counts[self.shard_of], self.per_shard[self.shard_of]
         self.visit_sizes = (n - self.visit_of + v - 1) // v

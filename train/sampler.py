@@ -2,11 +2,13 @@
 
 A slot is one (rank, loader worker) pair. Each epoch gives every slot an equal share of the
 epoch's shard visits (train/epoch_plan.py), as a list of pieces. The slot keeps up to
-`open_shards` pieces open at once and interleaves them: emission `t` of the epoch comes from open
-piece `j` with probability proportional to what `j` has left (a uniform random merge), drawn
-from a generator seeded by (seed, slot, epoch, t). A piece is read front to back, and only the
-samples it emits are read at all; when one runs out the next opens. So a batch draws on many
-shards at once, while every shard is still read sequentially.
+`open_shards` pieces open at once and interleaves them: emission `t` of the epoch comes from an
+open piece chosen uniformly, by a generator seeded by (seed, slot, epoch, t). (Uniform rather
+than by what each piece has left: a batch then spreads over all open pieces, small ones
+included, which measured a few more distinct shards per batch.) A piece is read front to back,
+and only the samples it emits are read at all; when one runs out the next opens. So a batch
+draws on many shards at once, while every shard is still read sequentially, and the epoch's
+counts do not depend on the picks at all.
 
 The emissions then pass through a shuffle buffer whose pick for output `o` is a function of
 (seed, slot, o). The state that resumes a slot exactly is the epoch, the emission count `t`, the
@@ -215,9 +217,8 @@ class SampleStream:
                     continue
                 if not self._open:
                     return
-                left = np.cumsum([len(positions[i]) - d for i, d in self._open])
-                u = self._uniform(_PICK, ep.epoch, self._t) * float(left[-1])
-                j = min(int(np.searchsorted(left, u, side="right")), len(left) - 1)
+                u = self._uniform(_PICK, ep.epoch, self._t)
+                j = min(int(u * len(self._open)), len(self._open) - 1)
                 index, done = self._open[j]
                 try:
                     payload = next(readers[index])
