@@ -32,7 +32,6 @@ import argparse
 import io
 import itertools
 import sys
-import tarfile
 import tempfile
 import time
 from collections import Counter
@@ -46,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from train.data import LoaderConfig, TrainLoader, epoch_keys, iter_sample_keys  # noqa: E402
 from train.shards import Dataset  # noqa: E402
 from weakly.fixtures import build_fixture  # noqa: E402
+from weakly_base.tar_reader import iter_members  # noqa: E402
 
 
 class CountingFile(io.RawIOBase):
@@ -94,9 +94,8 @@ class CountingDataset(Dataset):
         if index not in self._footprints:
             sizes: Counter = Counter()
             with self.fs.open(f"{self.root}/{self.shards.files[index]}", "rb") as f:
-                with tarfile.open(fileobj=f) as tar:
-                    for m in tar.getmembers():
-                        sizes[m.name.rsplit(".", 1)[0]] += 512 + -(-m.size // 512) * 512
+                for m in iter_members(f, lambda name: False):  # headers only
+                    sizes[m.name.rsplit(".", 1)[0]] += 512 + -(-m.size // 512) * 512
             self._footprints[index] = dict(sizes)
         return self._footprints[index]
 

@@ -23,12 +23,39 @@ Everything here is a pure function of (seed, epoch, the shards table, the index 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
 
 _EPOCH, _ORDER, _WITHIN = 11, 12, 13
+_MASK = (1 << 64) - 1
+
+
+def _mix(x: int) -> int:
+    """splitmix64's finaliser on a Python int: a fast, well-spread 64-bit hash."""
+    x = (x + 0x9E3779B97F4A7C15) & _MASK
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK
+    return x ^ (x >> 31)
+
+
+def shuffled(n: int, *key: int) -> np.ndarray:
+    """A permutation of range(n), a pure function of `key`: positions sorted by a 64-bit hash
+    of (key, position). Per-shard permutations are drawn for every visit opened, where
+    building a numpy Generator (tens of microseconds) would cost more than the hash."""
+    h = 0
+    for part in key:
+        h = _mix(h ^ (int(part) & _MASK))
+    x = np.arange(n, dtype=np.uint64) ^ np.uint64(h)
+    x += np.uint64(0x9E3779B97F4A7C15)
+    x ^= x >> np.uint64(30)
+    x *= np.uint64(0xBF58476D1CE4E5B9)
+    x ^= x >> np.uint64(27)
+    x *= np.uint64(0x94D049BB133111EB)
+    x ^= x >> np.uint64(31)
+    return np.argsort(x, kind="stable")
 
 
 @dataclass(frozen=True)
@@ -125,6 +152,7 @@ class EpochPlan:
         n, v = self.counts[self.shard_of], self.per_shard[self.shard_of]
         self.visit_sizes = (n - self.visit_of + v - 1) // v
         self.ends = np.cumsum(self.visit_sizes)
+        self._points: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     @property
     def total(self) -> int:
@@ -155,22 +183,30 @@ class EpochPlan:
         """The position (index row of the shard) of each of the shard's N_s grid points, from
         the shard's index weights. The weights are rescaled to the shard's `weight_sum`, so an
         index disagreeing in the last bits (or a row whose unusable weight was replaced) moves
-        no other shard's counts."""
+        no other shard's counts; index weights summing to 0 give no points (a visit that emits
+        nothing)."""
+        cached = self._points.get(shard)
+        if cached is not None and cached[0] is weights:
+            return cached[1]
         plan = self.plan
         count, rows = int(self.counts[shard]), len(weights)
         if count == 0 or rows == 0:
-            return np.zeros(0, dtype=np.int64)
-        if plan.mode == "natural":
-            return np.arange(count, dtype=np.int64) * rows // count
-        rng = np.random.default_rng([plan.seed, _WITHIN, self.epoch, shard])
-        perm = rng.permutation(rows)
-        w = np.clip(np.nan_to_num(np.asarray(weights, dtype=np.float64)[perm]), 0, None)
-        total = float(w.sum())
-        if not total > 0:
-            w, total = np.ones(rows), float(rows)
-        cum = np.cumsum(w) * (float(plan.weight_sums[shard]) / total)
-        points = self.offsets[shard] + np.arange(count, dtype=np.float64)
-        return perm[np.minimum(np.searchsorted(cum, points, side="right"), rows - 1)]
+            out = np.zeros(0, dtype=np.int64)
+        elif plan.mode == "natural":
+            out = np.arange(count, dtype=np.int64) * rows // count
+        else:
+            perm = shuffled(rows, plan.seed, _WITHIN, self.epoch, shard)
+            cum = np.cumsum(np.asarray(weights, dtype=np.float64)[perm])
+            total = float(cum[-1])
+            if not (math.isfinite(total) and total > 0):
+                # the index gives the shard nothing (all 0, or a NaN the reader lets through)
+                out = np.zeros(0, dtype=np.int64)
+            else:
+                cum *= float(plan.weight_sums[shard]) / total
+                points = self.offsets[shard] + np.arange(count, dtype=np.float64)
+                out = perm[np.minimum(np.searchsorted(cum, points, side="right"), rows - 1)]
+        self._points[shard] = (weights, out)
+        return out
 
     def shard_counts(self, shard: int, weights: np.ndarray) -> np.ndarray:
         """How many times this epoch emits each sample of the shard (over all its visits)."""

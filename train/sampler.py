@@ -159,11 +159,11 @@ class SampleStream:
         empty, limit = 0, empty_epoch_limit(self.plan, self.n_slots)
         while True:
             ep = EpochPlan(self.plan, self._epoch)
-            pieces = ep.pieces(self.slot, self.n_slots)
-            if pieces:
+            start = self._t
+            yield from self._epoch_emissions(ep, ep.pieces(self.slot, self.n_slots))
+            if self._t > start:
                 empty = 0
-                yield from self._epoch_emissions(ep, pieces)
-            else:
+            else:  # nothing in this slot's share (or index weights all 0 where it fell)
                 empty += 1
                 if empty >= limit:
                     raise StreamError(
@@ -200,21 +200,25 @@ class SampleStream:
                 readers[index] = self.source.read(pieces[index].shard, pos[done:].tolist())
             return readers[index]
 
+        def has_left(index: int, done: int) -> bool:
+            """Whether the piece has emissions left (one of a shard whose index weights are
+            all 0 has none); a reader is made only for one that has."""
+            pos = positions.setdefault(index, self._positions(ep, pieces[index]))
+            return done < len(pos)
+
+        self._open = [[i, d] for i, d in self._open if has_left(i, d)]
         for index, done in self._open:
             reader(index, done)
         try:
             while True:
                 while len(self._open) < self.plan.open_shards and self._next < len(pieces):
-                    self._open.append([self._next, 0])
-                    reader(self._next, 0)
+                    if has_left(self._next, 0):
+                        self._open.append([self._next, 0])
+                        reader(self._next, 0)
                     self._next += 1
                 for index in range(self._next, min(len(pieces), self._next + ahead)):
-                    reader(index, 0)
-                spent = [k for k, (i, d) in enumerate(self._open) if d >= len(positions[i])]
-                for k in reversed(spent):  # a piece of a shard whose index lists nothing
-                    _close(readers.pop(self._open.pop(k)[0]))
-                if spent:
-                    continue
+                    if has_left(index, 0):
+                        reader(index, 0)
                 if not self._open:
                     return
                 u = self._uniform(_PICK, ep.epoch, self._t)
