@@ -167,9 +167,10 @@ class SampleStream:
                 empty += 1
                 if empty >= limit:
                     raise StreamError(
-                        f"{empty} epochs in a row gave this loader stream no sample: the "
-                        f"weights sum to {self.plan.expected_epoch_size:.3g} samples per epoch "
-                        f"for {self.n_slots} streams"
+                        f"{empty} epochs in a row gave this loader stream no sample (the "
+                        f"shards table promises {self.plan.expected_epoch_size:.3g} per epoch "
+                        f"to {self.n_slots} streams): the index weights are 0, or too small "
+                        "for this many streams"
                     )
             self._epoch, self._t, self._next, self._open = self._epoch + 1, 0, 0, []
 
