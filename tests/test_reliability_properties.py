@@ -156,7 +156,7 @@ def test_every_epoch_shows_each_sample_floor_or_ceil_of_its_weight(shards, seed,
                 positions = ep.visit_positions(p.shard, p.visit, w)
                 if np.ceil(w.max()) <= ep.per_shard[p.shard]:  # copies in different visits
                     assert len(set(positions.tolist())) == len(positions)
-                np.add.at(pieced[p.shard], positions[p.lo : p.hi], 1)
+                np.add.at(pieced[p.shard], ep.piece_positions(p, w), 1)
         assert all(np.array_equal(a, b) for a, b in zip(pieced, got, strict=True))
     for s, weights in enumerate(shards):
         # each epoch's count is within 1 of w, variance <= 1/4: 5 sigma of the mean is 0.177

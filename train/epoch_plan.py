@@ -15,7 +15,10 @@ sample (consecutive points) land in different visits, spread over the epoch. Eve
 is known from the table too, so the epoch's visits, shuffled (each shard's spread evenly over
 the epoch), split into per-slot ranges of
 exactly equal length (+-1): every (rank, loader worker) slot emits the same number of samples
-per epoch, and a visit cut by a range boundary is read in part by each of two slots.
+per epoch, and a visit cut by a range boundary is read in part by each of two slots. When an
+epoch has fewer visits than the slots can keep open (`open_shards` each), every visit is cut
+into strided parts read by different slots (`EpochPlan.parts`), so that each slot still
+interleaves many shards.
 
 `natural` sampling is the same with every sample once per epoch (one visit per shard).
 Everything here is a pure function of (seed, epoch, the shards table, the index weights).
@@ -119,13 +122,16 @@ class Plan:
 
 @dataclass(frozen=True)
 class Piece:
-    """Emissions `lo..hi` of visit `visit` of shard `shard` (a visit's emissions are its
-    samples in stored order): what one slot reads of one visit."""
+    """Emissions `lo..hi` of part `part` of `parts` of visit `visit` of shard `shard`: what one
+    slot reads of one visit. A visit's emissions are its samples in stored order; part r of
+    g holds every g-th of them from the r-th."""
 
     shard: int
     visit: int
     lo: int
     hi: int
+    part: int = 0
+    parts: int = 1
 
     @property
     def size(self) -> int:
@@ -163,21 +169,44 @@ class EpochPlan:
         total = self.total
         return slot * total // n_slots, (slot + 1) * total // n_slots
 
+    def parts(self, n_slots: int) -> int:
+        """Into how many strided parts each visit is cut for `n_slots` slots: 1 when the epoch
+        has `open_shards` visits per slot or more; else enough that every slot's share spans
+        `open_shards` visits (at most one part per slot). Part r of every visit lies in the
+        r-th of g rounds of the epoch, so the parts of one visit go to different slots."""
+        visits = len(self.visit_sizes)
+        want = n_slots * self.plan.open_shards
+        if visits == 0 or want <= visits:
+            return 1
+        return int(min(n_slots, -(-want // visits)))
+
     def pieces(self, slot: int, n_slots: int) -> list[Piece]:
         """The visits (or parts of them) slot `slot` of `n_slots` emits, in order."""
+        g = self.parts(n_slots)
         a, b = self.slot_range(slot, n_slots)
         out: list[Piece] = []
         if a >= b:
             return out
-        first = int(np.searchsorted(self.ends, a, side="right"))
-        for k in range(first, len(self.ends)):
-            start = int(self.ends[k] - self.visit_sizes[k])
+        visits = len(self.visit_sizes)
+        sizes = np.concatenate([(self.visit_sizes - r + g - 1) // g for r in range(g)])
+        ends = np.cumsum(sizes)
+        first = int(np.searchsorted(ends, a, side="right"))
+        for k in range(first, len(ends)):
+            start = int(ends[k] - sizes[k])
             if start >= b:
                 break
-            lo, hi = max(a, start) - start, min(b, int(self.ends[k])) - start
+            lo, hi = max(a, start) - start, min(b, int(ends[k])) - start
             if hi > lo:
-                out.append(Piece(int(self.shard_of[k]), int(self.visit_of[k]), lo, hi))
+                v = k % visits
+                out.append(
+                    Piece(int(self.shard_of[v]), int(self.visit_of[v]), lo, hi, k // visits, g)
+                )
         return out
+
+    def piece_positions(self, piece: Piece, weights: np.ndarray) -> np.ndarray:
+        """The positions a piece emits, in order (ascending), from its shard's index weights."""
+        whole = self.visit_positions(piece.shard, piece.visit, weights)
+        return whole[piece.part :: piece.parts][piece.lo : piece.hi]
 
     def point_positions(self, shard: int, weights: np.ndarray) -> np.ndarray:
         """The position (index row of the shard) of each of the shard's N_s grid points, from

@@ -151,8 +151,7 @@ class SampleStream:
     # -- one epoch -----------------------------------------------------------------------------
 
     def _positions(self, ep: EpochPlan, piece: Piece) -> np.ndarray:
-        weights = self.source.weights(piece.shard)
-        return ep.visit_positions(piece.shard, piece.visit, weights)[piece.lo : piece.hi]
+        return ep.piece_positions(piece, self.source.weights(piece.shard))
 
     def emissions(self) -> Iterator[tuple[Ref, object]]:
         """The slot's emissions from the cursor on, before the shuffle buffer, across epochs."""
