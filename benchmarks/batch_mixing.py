@@ -17,8 +17,10 @@ reported too. Goal: <= 10%. Epoch exactness: `epoch_keys` over every stream of t
 against floor/ceil of each weight, for a few epochs.
 
 S3: a fixture of 256-341 px JPEGs uploaded to moto's standalone server (tests/s3_server.py),
-read by the loader from s3:// and from the local folder, one after the other in this process.
-Goal: s3 >= 0.9x local.
+read by the loader from s3:// and from the local folder, one after the other in this process,
+under `natural` sampling (every member read, as under the Mahajan laws, where every weight is
+>= 1) and `weighted` (the fixture's inv-sqrt weights: an epoch of a few percent of the images,
+so a visit reads a few scattered members). Goal: s3 >= 0.9x local.
 
 Without --data a fixture stands in for the 17k-image synth set: Zipf-popular labels, the
 inv-sqrt law with rare upsampling, weight buckets cut into shards of --shard-size (1000, the
@@ -211,11 +213,11 @@ def exactness(args, data: str) -> None:
     )
 
 
-def loader_rate(url: str, batches: int, workers: int, open_shards: int, storage=None) -> float:
-    ds = Dataset(url) if storage is None else storage(url)
+def loader_rate(url: str, batches: int, workers: int, open_shards: int, sampling: str) -> float:
+    ds = Dataset(url)
     cfg = LoaderConfig(
         batch_size=32, image_size=224, workers=workers, shuffle_buffer=64,
-        open_shards=open_shards, seed=1,
+        open_shards=open_shards, seed=1, sampling=sampling,
     )  # fmt: skip
     it = iter(TrainLoader(ds, cfg))
     next(it)
@@ -240,18 +242,22 @@ def s3_throughput(args) -> None:
             for path in sorted(local.rglob("*")):
                 if path.is_file():
                     store.put(str(path.relative_to(local)), path.read_bytes())
-            rows: dict[str, list[float]] = {"local": [], "s3": []}
+            rows: dict[tuple[str, str], list[float]] = {}
             for _ in range(args.repeats):
-                for name, where in (("local", str(local)), ("s3", url)):
-                    rows[name].append(
-                        loader_rate(where, args.s3_batches, args.workers, args.open_shards)
-                    )
+                for sampling in ("natural", "weighted"):
+                    for name, where in (("local", str(local)), ("s3", url)):
+                        rate = loader_rate(
+                            where, args.s3_batches, args.workers, args.open_shards, sampling
+                        )
+                        rows.setdefault((sampling, name), []).append(rate)
     best = {k: max(v) for k, v in rows.items()}
-    print(
-        f"loader, {args.s3_samples} JPEGs of 256-341 px, crop 224, {args.workers} workers, "
-        f"best of {args.repeats}: local {best['local']:.1f} img/s, s3 (moto) "
-        f"{best['s3']:.1f} img/s: {best['s3'] / best['local']:.2f}x (goal >= 0.9)"
-    )
+    for sampling in ("natural", "weighted"):
+        local_rate, s3_rate = best[(sampling, "local")], best[(sampling, "s3")]
+        print(
+            f"loader --sampling {sampling}, {args.s3_samples} JPEGs of 256-341 px, crop 224, "
+            f"{args.workers} workers, best of {args.repeats}: local {local_rate:.1f} img/s, "
+            f"s3 (moto) {s3_rate:.1f} img/s: {s3_rate / local_rate:.2f}x (goal >= 0.9)"
+        )
 
 
 def main() -> None:

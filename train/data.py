@@ -78,7 +78,7 @@ class ShardSource:
 
     def __init__(self, dataset: Dataset, max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES):
         self.dataset, self.max_member_bytes = dataset, max_member_bytes
-        self.prefetch = 0 if dataset.store.is_local else 2
+        self.prefetch = 0 if dataset.store.is_local else 8
 
     def weights(self, shard: int) -> np.ndarray:
         return self.dataset.weights(shard)

@@ -39,6 +39,7 @@ class ShardTable:
     weight_sum: np.ndarray
     sha256: tuple[str, ...] = ()
     weight_max: np.ndarray | None = None  # per shard; None when the table has no such column
+    nbytes: tuple[int | None, ...] = ()  # the tar's size, where the table says (else None)
 
     @property
     def mean_size(self) -> float:
@@ -116,10 +117,16 @@ def shard_table(table: dict[str, list], url: str, index_name: str, split: str) -
         weight_sum=np.asarray([table["weight_sum"][i] for i in rows], dtype=np.float64),
         sha256=tuple(table["sha256"][i] or "" for i in rows),
         weight_max=_weight_max(table, rows),
+        nbytes=tuple(_size(table["bytes"][i]) if "bytes" in table else None for i in rows),
     )
     if not (shards.weight_sum > 0).any():
         raise ValueError(f"{url}: every shard of split {split!r} has weight_sum 0")
     return shards
+
+
+def _size(value) -> int | None:
+    """A tar's byte count from the table, or None when it is not a positive integer."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 def _weight_max(table: dict[str, list], rows: list[int]) -> np.ndarray | None:

@@ -107,6 +107,7 @@ class Dataset:
         self._v1_rows: dict[str, list[IndexRow]] | None = None
         self._weights: dict[int, np.ndarray] = {}
         self._rows: dict[int, list[IndexRow]] = {}
+        self._sizes = dict(zip(self.shards.files, self.shards.nbytes, strict=False))
 
     @property
     def num_samples(self) -> int:
@@ -174,11 +175,17 @@ class Dataset:
     def open_shard(self, file: str):
         """A binary file object on a shard. On an object store reads go out as ranged GETs of
         at least `REMOTE_BLOCK` bytes (fsspec's read-ahead cache): a member skipped by a seek
-        past the cached range is never fetched, at one request per such gap."""
+        past the cached range is never fetched, at one request per such gap. On s3 the size
+        comes from the shards table's `bytes` (a wrong one reads as a truncated tar: its rows
+        `shard_unreadable`, as for a cut shard)."""
         path = f"{self.root}/{file}"
         if self.store.is_local:
             return self.fs.open(path, "rb")
-        return self.fs.open(path, "rb", block_size=REMOTE_BLOCK, cache_type="readahead")
+        options = {"block_size": REMOTE_BLOCK, "cache_type": "readahead"}
+        size = self._sizes.get(file)
+        if size is not None and self.store.protocol in ("s3", "s3a"):
+            options["size"] = size  # s3fs: no HEAD request per open
+        return self.fs.open(path, "rb", **options)
 
     def weights(self, index: int) -> np.ndarray:
         """The sampling weights of shard `index`'s index rows, in row order (no tar read);
