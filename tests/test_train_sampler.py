@@ -261,3 +261,22 @@ def test_batches_draw_on_as_many_shards_as_independent_draws(heavy_dir, workers)
     single, _ = _batch_stats([one[i : i + batch] for i in range(0, len(one), batch)],
                              shard_of, labels_of)  # fmt: skip
     assert single < 0.5 * expected_shards, single
+
+
+def test_reading_ahead_changes_nothing_but_when_reads_start():
+    """A source that asks for read-ahead (object stores) has the next pieces, also those of
+    the next epoch, opened early: the stream and its resumed continuation are the same."""
+    shards = [[(w, f"{s}-{i}") for i, w in enumerate(ws)]
+              for s, ws in enumerate([[0.7, 0.9, 0.4], [1.5, 0.5], [0.6] * 5, [2.2, 0.2]])]  # fmt: skip
+    plan = _plan(shards, seed=7, buffer_size=3, open_shards=2)
+    lazy = ListSource(shards)
+    plain = list(itertools.islice(SampleStream(plan, 0, 2, lazy), 80))
+    eager = ListSource(shards)
+    eager.prefetch = 3
+    stream = SampleStream(plan, 0, 2, eager)
+    it = iter(stream)
+    head = [next(it) for _ in range(37)]
+    state = stream.state()
+    assert head + [next(it) for _ in range(43)] == plain
+    assert len(eager.reads) > len(lazy.reads)  # pieces (of the next epoch too) opened ahead
+    assert list(itertools.islice(SampleStream(plan, 0, 2, eager, state), 43)) == plain[37:]

@@ -125,6 +125,8 @@ class SampleStream:
         self._out = s.out
         self._buffer: list[tuple[Ref, object]] = []
         self._picks: dict[str, tuple[tuple, np.ndarray]] = {}
+        self._endless = False  # emissions() crosses epochs; epoch_emissions() does not
+        self._early: tuple | None = None  # the next epoch's first pieces, opened early
 
     def state(self) -> StreamState:
         return StreamState(
@@ -156,22 +158,51 @@ class SampleStream:
     def emissions(self) -> Iterator[tuple[Ref, object]]:
         """The slot's emissions from the cursor on, before the shuffle buffer, across epochs."""
         empty, limit = 0, empty_epoch_limit(self.plan, self.n_slots)
-        while True:
-            ep = EpochPlan(self.plan, self._epoch)
-            start = self._t
-            yield from self._epoch_emissions(ep, ep.pieces(self.slot, self.n_slots))
-            if self._t > start:
-                empty = 0
-            else:  # nothing in this slot's share (or index weights all 0 where it fell)
-                empty += 1
-                if empty >= limit:
-                    raise StreamError(
-                        f"{empty} epochs in a row gave this loader stream no sample (the "
-                        f"shards table promises {self.plan.expected_epoch_size:.3g} per epoch "
-                        f"to {self.n_slots} streams): the index weights are 0, or too small "
-                        "for this many streams"
-                    )
-            self._epoch, self._t, self._next, self._open = self._epoch + 1, 0, 0, []
+        self._endless = True
+        try:
+            while True:
+                yield from self._one_epoch()
+                if self._t > 0:
+                    empty = 0
+                else:  # nothing in this slot's share (or index weights all 0 where it fell)
+                    empty += 1
+                    if empty >= limit:
+                        raise StreamError(
+                            f"{empty} epochs in a row gave this loader stream no sample (the "
+                            f"shards table promises {self.plan.expected_epoch_size:.3g} per "
+                            f"epoch to {self.n_slots} streams): the index weights are 0, or "
+                            "too small for this many streams"
+                        )
+                self._epoch, self._t, self._next, self._open = self._epoch + 1, 0, 0, []
+        finally:
+            if self._early is not None:
+                for it in self._early[3].values():
+                    _close(it)
+                self._early = None
+
+    def _one_epoch(self) -> Iterator[tuple[Ref, object]]:
+        early, self._early = self._early, None
+        if early is not None and early[0].epoch == self._epoch and self._t == 0:
+            ep, pieces, positions, readers = early
+            return self._epoch_emissions(ep, pieces, positions, readers)
+        if early is not None:
+            for it in early[3].values():
+                _close(it)
+        ep = EpochPlan(self.plan, self._epoch)
+        return self._epoch_emissions(ep, ep.pieces(self.slot, self.n_slots))
+
+    def _start_next_epoch(self, ep: EpochPlan, ahead: int) -> None:
+        """Open the first `ahead` pieces of the next epoch early (object stores: their reads
+        start while this epoch's last pieces are still being emitted)."""
+        nxt = EpochPlan(self.plan, ep.epoch + 1)
+        pieces = nxt.pieces(self.slot, self.n_slots)
+        positions: dict[int, np.ndarray] = {}
+        readers: dict[int, Iterator[object]] = {}
+        for index, piece in enumerate(pieces[:ahead]):
+            positions[index] = self._positions(nxt, piece)
+            if len(positions[index]):
+                readers[index] = self.source.read(piece.shard, positions[index].tolist())
+        self._early = (nxt, pieces, positions, readers)
 
     def epoch_emissions(self, epoch: int) -> Iterator[tuple[Ref, object]]:
         """Emissions of one whole epoch of this slot (a fresh cursor), before the buffer."""
@@ -179,15 +210,22 @@ class SampleStream:
         ep = EpochPlan(self.plan, epoch)
         return self._epoch_emissions(ep, ep.pieces(self.slot, self.n_slots))
 
-    def _epoch_emissions(self, ep: EpochPlan, pieces: list[Piece]) -> Iterator[tuple[Ref, object]]:
+    def _epoch_emissions(
+        self,
+        ep: EpochPlan,
+        pieces: list[Piece],
+        positions: dict[int, np.ndarray] | None = None,
+        readers: dict[int, Iterator[object]] | None = None,
+    ) -> Iterator[tuple[Ref, object]]:
         if self._next > len(pieces) or any(p >= self._next for p, _ in self._open):
             raise StreamError(
                 f"the saved loader position (piece {self._next} of epoch {ep.epoch}) is not one "
                 "of this data: the checkpoint's loader state belongs to other data"
             )
-        positions: dict[int, np.ndarray] = {}
-        readers: dict[int, Iterator[object]] = {}
+        positions = {} if positions is None else positions
+        readers = {} if readers is None else readers
         ahead = max(0, int(getattr(self.source, "prefetch", 0)))
+        started_next = False
 
         def reader(index: int, done: int) -> Iterator[object]:
             if index not in readers:
@@ -219,6 +257,9 @@ class SampleStream:
                 for index in range(self._next, min(len(pieces), self._next + ahead)):
                     if has_left(index, 0):
                         reader(index, 0)
+                if ahead and self._endless and not started_next and self._next >= len(pieces):
+                    started_next = True
+                    self._start_next_epoch(ep, ahead)
                 if not self._open:
                     return
                 u = self._uniform(_PICK, ep.epoch, self._t)
