@@ -260,7 +260,7 @@ def s3_throughput(args) -> None:
         )
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", help="an existing dataset (else a fixture is built)")
     ap.add_argument("--samples", type=int, default=17_000)
@@ -279,7 +279,7 @@ def main() -> None:
     ap.add_argument("--s3-samples", type=int, default=1500)
     ap.add_argument("--s3-batches", type=int, default=30)
     ap.add_argument("--repeats", type=int, default=2)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if args.s3:
         s3_throughput(args)
         return
