@@ -67,11 +67,17 @@ HAND = [
 ]
 
 
+@pytest.mark.parametrize("maxes", ["table", "none", "nan"])
 @pytest.mark.parametrize("n_slots", [1, 3])
-def test_hand_checked_epoch_counts(n_slots):
+def test_hand_checked_epoch_counts(n_slots, maxes):
     """Every epoch: c exactly once, a once or twice, b twice or three times, a + b = 4, one of
-    d/e; the union of the slots' epoch shares is that epoch, each slot 6 // n or 6 // n + 1."""
+    d/e; the union of the slots' epoch shares is that epoch, each slot 6 // n or 6 // n + 1.
+    Also when the shards table has no usable weight_max (then visits follow mean copies)."""
     plan = _plan(HAND, seed=4, buffer_size=1, open_shards=2)
+    if maxes != "table":
+        plan = Plan(plan.weight_sums, plan.sizes, None if maxes == "none" else (np.nan,) * 2,
+                    seed=4, buffer_size=1, open_shards=2)  # fmt: skip
+        assert EpochPlan(plan, 0).per_shard.tolist() == [2, 1]  # ceil(5 / 3), ceil(1 / 2)
     source = ListSource(HAND)
     seen = Counter()
     for epoch in range(200):

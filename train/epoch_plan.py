@@ -108,15 +108,19 @@ class Plan:
         return np.maximum(counts, 0), first[:-1] + u - self._cum[:-1]
 
     def visits(self, counts: np.ndarray) -> np.ndarray:
-        """V_s for each shard given its emissions N_s."""
-        if self.mode == "natural" or self.weight_maxes is None:
+        """V_s for each shard given its emissions N_s: ceil(weight_max), or where that is
+        unknown (no column, NaN) the shard's mean copies per sample, ceil(N_s / n_s); one
+        under `natural`; never more than N_s."""
+        if self.mode == "natural":
             per = np.ones(self.num_shards, dtype=np.int64)
-            if self.mode == "weighted":  # no weight_max column: the mean copies per sample
-                sizes = np.maximum(np.asarray(self.sizes, dtype=np.int64), 1)
-                per = np.maximum(1, -(-counts // sizes))
         else:
-            wmax = np.nan_to_num(np.asarray(self.weight_maxes, dtype=np.float64), nan=1.0)
-            per = np.maximum(1, np.ceil(np.clip(wmax, 0, 1e12) - 1e-9)).astype(np.int64)
+            sizes = np.maximum(np.asarray(self.sizes, dtype=np.int64), 1)
+            per = np.maximum(1, -(-counts // sizes))
+            if self.weight_maxes is not None:
+                wmax = np.asarray(self.weight_maxes, dtype=np.float64)
+                known = np.isfinite(wmax) & (wmax >= 0)
+                ceil = np.ceil(np.clip(np.where(known, wmax, 1.0), 0, 1e12) - 1e-9)
+                per = np.where(known, np.maximum(1, ceil).astype(np.int64), per)
         return np.where(counts > 0, np.minimum(per, np.maximum(counts, 1)), 0)
 
 
