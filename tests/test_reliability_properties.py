@@ -1,5 +1,5 @@
 """Property tests (hypothesis) on the pure functions hostile input flows through: tag
-normalisation, key sanitising, weights, and the sampler's frequency law."""
+normalisation, key sanitising, weights, and the sampler's per-epoch counts."""
 
 from __future__ import annotations
 
@@ -18,18 +18,13 @@ from pipeline.label_plan import plan_labels
 from pipeline.manifest import ROWS_SCHEMA
 from pipeline.pass1 import canonicalise_rows
 from pipeline.weights import Law
-from train.sampler import Plan, emission_count, visit_draws
+from train.epoch_plan import EpochPlan, Plan
 from train.shards import MEMBER_RE
 from wordnet_tools.normalise import MAX_FORM_LENGTH, normalise_tag
 
 HOSTILE_TEXT = st.text(
     st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=200
 ) | st.sampled_from(["../../etc/passwd", "/abs", "a\x00b", "\r\n", "#", "..", "a.b.c", "ﬁ", "Ⅻ"])
-
-
-def expected_frequency(plan: Plan, weights: np.ndarray) -> np.ndarray:
-    """The law the sampler must follow: expected emissions of each sample per visit."""
-    return plan.mean_shard_size * np.asarray(weights) / float(np.sum(plan.weight_sums))
 
 
 @given(HOSTILE_TEXT)
@@ -118,30 +113,47 @@ SHARDS = st.lists(
 )
 
 
-@given(SHARDS, st.integers(0, 2**31))
+@given(SHARDS, st.integers(0, 2**31), st.integers(1, 5))
 @settings(max_examples=25, deadline=None, derandomize=True)
-def test_sampler_emits_each_sample_in_proportion_to_its_weight(shards, seed):
-    """Real draws (`visit_draws`, `emission_count`) over many visits; each sample's count is
-    within 5 standard deviations of `N * c * w / total`, whatever the shard sizes."""
-    sums = tuple(float(sum(s)) for s in shards)
-    c = float(np.mean([len(s) for s in shards]))
-    plan = Plan(weight_sums=sums, seed=seed, mean_shard_size=c)
-    visits = 3000
-    got = [np.zeros(len(s)) for s in shards]
-    for v in range(visits):
-        shard, rng = visit_draws(plan, v)
-        weights = np.asarray(shards[shard])
-        draws = rng.random(len(weights))
-        got[shard] += [
-            emission_count(w, sums[shard], c, u) for w, u in zip(weights, draws, strict=True)
-        ]
-    total = sum(sums)
+def test_every_epoch_shows_each_sample_floor_or_ceil_of_its_weight(shards, seed, n_slots):
+    """Real epoch plans (`EpochPlan`) over many epochs, whatever the shard sizes and weights:
+    each sample appears floor(w) or ceil(w) times in every epoch and w times on average; the
+    epoch's slots split its visits exactly, with equal shares (+-1), and a sample's copies
+    land in different visits of its shard."""
+    plan = Plan(
+        weight_sums=tuple(float(sum(s)) for s in shards),
+        sizes=tuple(len(s) for s in shards),
+        weight_maxes=tuple(float(max(s)) for s in shards),
+        seed=seed,
+    )
+    epochs = 200
+    seen = [np.zeros(len(s)) for s in shards]
+    for epoch in range(epochs):
+        ep = EpochPlan(plan, epoch)
+        got = [ep.shard_counts(s, np.asarray(w)) for s, w in enumerate(shards)]
+        for s, weights in enumerate(shards):
+            w = np.asarray(weights)
+            assert np.all((got[s] >= np.floor(w - 1e-9)) & (got[s] <= np.ceil(w + 1e-9)))
+            seen[s] += got[s]
+        if epoch >= 20:
+            continue
+        # the first epochs in full: the slots' pieces give exactly those counts
+        pieced = [np.zeros(len(s), dtype=int) for s in shards]
+        pieces = [ep.pieces(j, n_slots) for j in range(n_slots)]
+        sizes = [sum(p.size for p in share) for share in pieces]
+        assert sum(sizes) == ep.total == sum(int(g.sum()) for g in got)
+        assert max(sizes) - min(sizes) <= 1
+        for share in pieces:
+            for p in share:
+                w = np.asarray(shards[p.shard])
+                positions = ep.visit_positions(p.shard, p.visit, w)
+                if np.ceil(w.max()) <= ep.per_shard[p.shard]:  # copies in different visits
+                    assert len(set(positions.tolist())) == len(positions)
+                np.add.at(pieced[p.shard], ep.piece_positions(p, w), 1)
+        assert all(np.array_equal(a, b) for a, b in zip(pieced, got, strict=True))
     for s, weights in enumerate(shards):
-        want = visits * expected_frequency(plan, np.asarray(weights))
-        p_visit = sums[s] / total
-        worst = c * np.asarray(weights) / sums[s] + 1  # max emissions of a sample per visit
-        sigma = np.sqrt(visits * p_visit) * worst
-        assert np.all(np.abs(got[s] - want) <= 5 * sigma + 1e-9), (s, got[s], want)
+        # each epoch's count is within 1 of w, variance <= 1/4: 5 sigma of the mean is 0.177
+        assert np.all(np.abs(seen[s] / epochs - np.asarray(weights)) <= 0.177), s
 
 
 def test_member_pattern_is_what_the_writer_emits():

@@ -303,7 +303,11 @@ def test_a_split_with_nothing_usable_stops_with_one_line(small, tmp_path, capsys
     lines = [x for x in err.splitlines() if not x.startswith("train: warning:")]
     assert len(lines) == 1 and lines[0].startswith("train: error: "), err
     assert "Traceback" not in err
-    why = "visits in a row drew no sample" if case == "all-weights-0" else "nothing usable left"
+    why = (
+        "epochs in a row gave this loader stream no sample"
+        if case == "all-weights-0"
+        else ("nothing usable left")
+    )
     assert str(root) in lines[0] and why in lines[0]
 
 
@@ -430,11 +434,12 @@ CHECKPOINT_EDITS = {
     "no-loader": lambda c: c.pop("loader"),
     "loader-not-a-list": lambda c: c.update(loader={"a": 1}),
     "stream-a-string": lambda c: c["loader"][0]["streams"].__setitem__(0, "x"),
-    "visit-negative": lambda c: _set_stream(c, visit=-1),
-    "visit-a-string": lambda c: _set_stream(c, visit="7"),
+    "cursor-negative": lambda c: _set_stream(c, t=-1),
+    "epoch-a-string": lambda c: _set_stream(c, epoch="7"),
+    "open-piece-not-opened": lambda c: _set_stream(c, open=torch.tensor([[5, 0]]), next_piece=1),
     "buffer-of-floats": lambda c: _set_stream(c, buffer=torch.zeros(3, 3)),
     "buffer-past-the-shard": lambda c: _set_stream(
-        c, buffer=torch.tensor([[0, 1_000_000, 0]]), visit=1, sample=0, copy=0
+        c, buffer=torch.tensor([[0, 0, 0, 1_000_000]]), t=1, next_piece=0, open=[]
     ),
     "streams-missing": lambda c: c["loader"][0].pop("streams"),
     "weights-of-another-shape": lambda c: c["model"].update(
@@ -467,7 +472,8 @@ def test_a_hostile_checkpoint_is_one_line(small, trained, tmp_path, capsys, case
         want = "image_size"
     else:
         rc = train_main(_train(small, tmp_path / "run", "--resume", str(forged), "--steps", "6"))
-        want = "shuffle buffer" if case == "buffer-past-the-shard" else str(forged)
+        want = {"buffer-past-the-shard": "shuffle buffer", "open-piece-not-opened": "other data"}
+        want = want.get(case, str(forged))
     err = capsys.readouterr().err
     lines = [x for x in err.splitlines() if "warning" not in x]
     assert rc == 2 and len(lines) == 1 and want in lines[0], err

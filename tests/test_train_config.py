@@ -41,8 +41,11 @@ def test_from_namespace_ignores_other_attributes():
     [
         ({"data": None}, "--data is required"),
         ({"out": ""}, "--out is required"),
-        ({"steps": None}, "give --steps or --samples"),
-        ({"samples": 10}, "give --steps or --samples, not both"),
+        ({"steps": None}, "give --steps, --samples or --epochs"),
+        ({"samples": 10}, "give one of --steps, --samples, --epochs, not --steps and --samples"),
+        ({"epochs": 2}, "give one of --steps, --samples, --epochs, not --steps and --epochs"),
+        ({"steps": None, "epochs": 0}, "--epochs must be at least 1, not 0"),
+        ({"open_shards": 0}, "--open-shards must be at least 1, not 0"),
         ({"reset_head": True}, "--reset-head needs --init CKPT"),
         ({"batch_size": 0}, "--batch-size must be at least 1, not 0"),
         ({"eval_max_samples": 0}, "--eval-max-samples must be at least 1, not 0"),
@@ -145,3 +148,36 @@ def test_log_files_are_closed_and_flushed_when_a_step_is_not_finite(tmp_path, mo
         assert all(f.closed for f in _open_files(path)), name
         rows = [json.loads(line) for line in path.read_text().splitlines()]
         assert [r["step"] for r in rows] == [1, 2], name
+
+
+def test_epochs_set_the_run_length_and_say_when_too_short(fixture_dataset, tmp_path, capsys):
+    """`--epochs 2`: the run takes the first two epochs' exact sample counts over the global
+    batch (rounded down) in steps, and the keys it trained on are those two epochs' (all but
+    the remainder); an epoch smaller than one global batch is one line."""
+    from collections import Counter
+
+    from train.cli import main as train_main
+    from train.data import epoch_keys, make_plan
+    from train.epoch_plan import steps_for_epochs
+    from train.shards import Dataset
+
+    data = str(fixture_dataset(samples=200, seed=1))  # weights sum to ~39 per epoch
+    out = tmp_path / "run"
+    argv = ["--data", data, "--model", "tiny", "--out", str(out), "--epochs", "2",
+            "--batch-size", "6", "--image-size", "16", "--device", "cpu", "--workers", "0",
+            "--shuffle-buffer", "1", "--log-every", "1", "--record-keys", "--no-eval"]  # fmt: skip
+    assert train_main(argv) == 0
+    plan = make_plan(Dataset(data), 0, "weighted", 1)
+    steps = steps_for_epochs(plan, 2, 6)
+    assert json.loads((out / "config.json").read_text())["total_steps"] == steps >= 10
+    rows = [json.loads(x) for x in (out / "keys-rank0.jsonl").read_text().splitlines()]
+    trained = Counter(k for r in rows for k in r["keys"])
+    both = Counter(epoch_keys(data, 0)[0]) + Counter(epoch_keys(data, 1)[0])
+    assert sum(trained.values()) == 6 * steps and not trained - both  # within the 2 epochs
+    capsys.readouterr()
+    big = [*argv[:5], str(tmp_path / "big"), *argv[6:]]
+    big[big.index("--batch-size") + 1] = "64"
+    big[big.index("--epochs") + 1] = "1"
+    assert train_main(big) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "less than one global batch of 64" in err, err

@@ -166,3 +166,67 @@ def test_draft_decode_matches_full_decode():
     b = decode_crop_cpu(raw.getvalue(), np.random.default_rng(2), 32, draft=False).astype(float)
     assert a.shape == b.shape == (32, 32, 3)
     assert np.abs(a - b).mean() < 12
+
+
+class _RangeFile(io.RawIOBase):
+    """A file that records the (offset, length) of every read the tar reader makes."""
+
+    def __init__(self, f, reads: list[tuple[int, int]]) -> None:
+        self.f, self.reads = f, reads
+
+    def read(self, n=-1):
+        at = self.f.tell()
+        data = self.f.read(n)
+        self.reads.append((at, len(data)))
+        return data
+
+    def readable(self):
+        return True
+
+    def seekable(self):
+        return True
+
+    def seek(self, offset, whence=0):
+        return self.f.seek(offset, whence)
+
+    def tell(self):
+        return self.f.tell()
+
+    def close(self):
+        self.f.close()
+        super().close()
+
+
+class _RecordingDataset(Dataset):
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.reads: list[tuple[int, int]] = []
+
+    def open_shard(self, file: str):
+        return _RangeFile(super().open_shard(file), self.reads)
+
+
+def test_a_visit_reads_only_the_members_it_emits(clean_dir):
+    """Positions 1, 3 (twice) and 6 of a shard: their samples come back byte-identical to a
+    whole-shard read, no byte of any other member's data passes through the tar reader, and
+    nothing past the last wanted member is read."""
+    ds = _RecordingDataset(clean_dir)
+    shard = int(np.argmax(ds.shards.n))
+    rows = ds.index_rows(shard)
+    assert len(rows) >= 10
+    positions = [1, 3, 3, 6]
+    got = list(ds.read_positions(shard, positions))
+    whole = {s.key: s for s in Dataset(clean_dir).read_shard(shard)}
+    assert [s.key for s in got] == [rows[p].key for p in positions]
+    assert all(s.jpg == whole[s.key].jpg and s.labels == whole[s.key].labels for s in got)
+    wanted = {rows[p].key for p in positions}
+    with tarfile.open(f"{clean_dir}/{ds.shards.files[shard]}") as tar:
+        spans = {m.name: (m.offset_data, m.offset_data + m.size) for m in tar.getmembers()}
+    read = [(a, a + n) for a, n in ds.reads if n]
+    for name, (lo, hi) in spans.items():
+        overlaps = any(a < hi and lo < b for a, b in read) and hi > lo
+        assert overlaps == (name.rsplit(".", 1)[0] in wanted), name
+    last = max(hi for name, (_, hi) in spans.items() if name.rsplit(".", 1)[0] in wanted)
+    assert max(b for _, b in read) <= last + 511
+    # the whole shard is 3x more than what was read (its other samples' data are skipped)
+    assert sum(n for _, n in ds.reads) < sum(hi - lo for lo, hi in spans.values()) / 3

@@ -24,6 +24,11 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     length = p.add_mutually_exclusive_group()
     length.add_argument("--steps", type=int, help="optimizer steps")
     length.add_argument("--samples", type=int, help="samples seen in total, over all ranks")
+    length.add_argument(
+        "--epochs",
+        type=int,
+        help="whole epochs: each image floor(w) or ceil(w) times per epoch (w its index weight)",
+    )
     p.add_argument("--batch-size", type=int, help="per rank")
     p.add_argument("--device", choices=CHOICES["device"])
     p.add_argument("--resume", help="none, auto (latest valid) or a file")
@@ -40,7 +45,10 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     )
     p.add_argument("--loss", choices=CHOICES["loss"])
     p.add_argument("--sampling", choices=CHOICES["sampling"])
-    p.add_argument("--shuffle-buffer", type=int)
+    p.add_argument("--shuffle-buffer", type=int, help="samples per loader stream shuffle buffer")
+    p.add_argument(
+        "--open-shards", type=int, help="shard visits each loader stream interleaves at once"
+    )
     p.add_argument("--image-size", type=int)
     p.add_argument("--workers", type=int, help="loader processes per rank (default: min(4, cores))")
     p.add_argument("--decode", choices=CHOICES["decode"])

@@ -34,6 +34,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
 MINIMUM: dict[str, int] = {
     "steps": 1,
     "samples": 1,
+    "epochs": 1,
+    "shuffle_buffer": 1,
+    "open_shards": 1,
     "batch_size": 1,
     "workers": 0,
     "log_every": 1,
@@ -51,7 +54,9 @@ MAXIMUM: dict[str, int] = {"image_size": 4096}
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """One training run. `data`, `model`, `out` and one of `steps`/`samples` are required;
+    """One training run. `data`, `model`, `out` and exactly one of `steps`/`samples`/`epochs`
+    are required (the three are one mutually exclusive group: a command-line member replaces a
+    `--config` file's, and two given in one place are a one-line error);
     they default to None only so that a config can be assembled from several sources."""
 
     data: str | None = None
@@ -60,6 +65,7 @@ class TrainConfig:
     out: str | None = None
     steps: int | None = None
     samples: int | None = None
+    epochs: int | None = None
     batch_size: int = 32
     device: str = "auto"
     resume: str = "none"
@@ -75,6 +81,7 @@ class TrainConfig:
     loss: str = "softmax"
     sampling: str = "weighted"
     shuffle_buffer: int = 1000
+    open_shards: int = 16
     image_size: int = 224
     workers: int = field(default_factory=default_workers)
     decode: str = "auto"
@@ -112,10 +119,11 @@ class TrainConfig:
         for name in ("data", "model", "out"):
             if not getattr(self, name):
                 raise ValueError(f"--{name} is required (on the command line or in --config)")
-        if self.steps is None and self.samples is None:
-            raise ValueError("give --steps or --samples")
-        if self.steps is not None and self.samples is not None:
-            raise ValueError("give --steps or --samples, not both")
+        given = [f"--{n}" for n in ("steps", "samples", "epochs") if getattr(self, n) is not None]
+        if not given:
+            raise ValueError("give --steps, --samples or --epochs (how long to train)")
+        if len(given) > 1:
+            raise ValueError(f"give one of --steps, --samples, --epochs, not {' and '.join(given)}")
         if self.reset_head and not self.init:
             raise ValueError("--reset-head needs --init CKPT")
         for name, allowed in CHOICES.items():

@@ -1,7 +1,8 @@
-"""The streaming training loader: shards -> weighted stream -> shuffle -> decode -> batches.
+"""The streaming training loader: shards -> interleaved epoch stream -> shuffle -> decode -> batches.
 
 Each rank has `n_streams = max(1, workers)` logical streams; logical stream `j` of rank `r` is
-sampler slot `r * n_streams + j` of `world_size * n_streams`. Workers build whole batches, and
+sampler slot `r * n_streams + j` of `world_size * n_streams` (train/sampler.py: every slot emits
+an equal share of each epoch, reading only what it emits). Workers build whole batches, and
 the DataLoader hands them out round-robin, so batch `t` of a rank is the next batch of logical
 stream `t % n_streams`. Every batch carries its stream's state; the loader keeps the latest per
 stream, which is exactly what a checkpoint needs to continue with the batches an uninterrupted
@@ -12,7 +13,7 @@ run would have seen. On resume at step `k`, physical worker `w` runs logical str
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,9 +21,9 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from .loader_state import StreamCounts, check_loader_state
-from .sample_checks import IndexRow, Skip, sampling_weight
+from .prefetch import Prefetched
 from .sampler import Plan, SampleStream, StreamError, StreamState
-from .shards import DEFAULT_MAX_MEMBER_BYTES, Dataset, DataStop, Sample
+from .shards import DEFAULT_MAX_MEMBER_BYTES, Dataset, DataStop, Sample, Skip
 from .transforms import (
     DECODE_ERRORS,
     crop_params,
@@ -42,6 +43,7 @@ class LoaderConfig:
     seed: int = 0
     sampling: str = "weighted"
     shuffle_buffer: int = 1000
+    open_shards: int = 16
     workers: int = 0
     rank: int = 0
     world_size: int = 1
@@ -54,14 +56,52 @@ class LoaderConfig:
         return max(1, self.workers)
 
 
-def make_plan(dataset: Dataset, seed: int, sampling: str, shuffle_buffer: int) -> Plan:
+def make_plan(
+    dataset: Dataset, seed: int, sampling: str, shuffle_buffer: int, open_shards: int = 16
+) -> Plan:
+    shards = dataset.shards
     return Plan(
-        weight_sums=tuple(float(w) for w in dataset.shards.weight_sum),
+        weight_sums=tuple(float(w) for w in shards.weight_sum),
+        sizes=tuple(int(n) for n in shards.n),
+        weight_maxes=None if shards.weight_max is None else tuple(map(float, shards.weight_max)),
         seed=seed,
         mode=sampling,
-        mean_shard_size=dataset.mean_shard_size,
+        open_shards=open_shards,
         buffer_size=shuffle_buffer,
     )
+
+
+class ShardSource:
+    """The sampler's view of a dataset: index weights per shard, and the Samples (or Skips) at
+    chosen positions, reading only those members. On an object store each visit is read ahead
+    in its own thread and the next `prefetch` visits are opened early."""
+
+    def __init__(self, dataset: Dataset, max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES):
+        self.dataset, self.max_member_bytes = dataset, max_member_bytes
+        self.prefetch = 0 if dataset.store.is_local else 8
+
+    def weights(self, shard: int) -> np.ndarray:
+        return self.dataset.weights(shard)
+
+    def read(self, shard: int, positions: Sequence[int]) -> Iterator[Sample | Skip]:
+        def make() -> Iterator[Sample | Skip]:
+            return self.dataset.read_positions(shard, positions, self.max_member_bytes)
+
+        return make() if self.prefetch == 0 else Prefetched(make)
+
+
+class KeySource:
+    """The same positions as keys, from the samples index alone (no tar is opened)."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def weights(self, shard: int) -> np.ndarray:
+        return self.dataset.weights(shard)
+
+    def read(self, shard: int, positions: Sequence[int]) -> Iterator[str]:
+        rows = self.dataset.index_rows(shard)
+        return iter([rows[i].key for i in positions])
 
 
 def pad_labels(labels: list[tuple[int, ...]]) -> torch.Tensor:
@@ -75,7 +115,8 @@ def pad_labels(labels: list[tuple[int, ...]]) -> torch.Tensor:
 
 def _state_to_ckpt(state: StreamState, counts: StreamCounts) -> dict:
     d = state.to_dict()
-    d["buffer"] = torch.as_tensor(d["buffer"], dtype=torch.long).reshape(-1, 3)
+    d["buffer"] = torch.as_tensor(d["buffer"], dtype=torch.long).reshape(-1, 4)
+    d["open"] = torch.as_tensor(d["open"], dtype=torch.long).reshape(-1, 2)
     d.update(counts.to_dict())
     return d
 
@@ -102,10 +143,7 @@ class StreamDataset(IterableDataset):
         self.dataset, self.cfg = dataset, cfg
         self.states = states or [None] * cfg.n_streams
         self.rotation = rotation
-        self.plan = make_plan(dataset, cfg.seed, cfg.sampling, cfg.shuffle_buffer)
-
-    def _read(self, shard: int) -> Iterator[tuple[float, Sample | Skip]]:
-        return self.dataset.read_rows(shard, self.cfg.max_member_bytes)
+        self.plan = make_plan(dataset, cfg.seed, cfg.sampling, cfg.shuffle_buffer, cfg.open_shards)
 
     def __iter__(self) -> Iterator[dict]:
         """Batches of this worker's logical stream; a `{"stop": line}` item when the data
@@ -135,7 +173,7 @@ class StreamDataset(IterableDataset):
             self.plan,
             slot,
             cfg.world_size * cfg.n_streams,
-            self._read,
+            ShardSource(self.dataset, cfg.max_member_bytes),
             StreamState.from_dict(saved) if saved else None,
         )
         keys, labels, images, params = [], [], [], []
@@ -206,6 +244,7 @@ class TrainLoader:
             "sampling": cfg.sampling,
             "batch_size": cfg.batch_size,
             "shuffle_buffer": cfg.shuffle_buffer,
+            "open_shards": cfg.open_shards,
             "streams": [s if s is not None else {} for s in self.states],
         }
 
@@ -214,9 +253,10 @@ class TrainLoader:
         this run can continue (another configuration, or a damaged state)."""
         cfg = self.cfg
         check_loader_state(state, cfg.shuffle_buffer)
-        for name in ("n_streams", "world_size", "rank", "seed", "sampling", "batch_size"):
+        names = ("n_streams", "world_size", "rank", "seed", "sampling", "batch_size")
+        for name in (*names, "open_shards"):
             have = getattr(cfg, name)
-            if state[name] != have:
+            if state.get(name, have) != have:
                 raise ValueError(
                     f"checkpoint loader state has {name}={state[name]!r} but this run has "
                     f"{have!r}; resume with the same value to continue the same sample order"
@@ -274,6 +314,22 @@ def prepare_batch(
     return normalize(images, channels_last), targets.to(device, non_blocking=True), failed
 
 
+def _key_streams(
+    dataset: Dataset,
+    seed: int,
+    rank: int,
+    world_size: int,
+    workers: int,
+    sampling: str,
+    shuffle_buffer: int,
+    open_shards: int,
+) -> list[SampleStream]:
+    n = max(1, workers)
+    plan = make_plan(dataset, seed, sampling, shuffle_buffer, open_shards)
+    source = KeySource(dataset)
+    return [SampleStream(plan, rank * n + j, world_size * n, source) for j in range(n)]
+
+
 def iter_sample_keys(
     dataset_dir: str,
     seed: int = 0,
@@ -284,6 +340,7 @@ def iter_sample_keys(
     workers: int = 0,
     sampling: str = "weighted",
     shuffle_buffer: int = 1000,
+    open_shards: int = 16,
     split: str = "train",
 ) -> Iterator[str]:
     """The keys one rank's loader yields, in order, without reading a byte of any tar.
@@ -293,38 +350,43 @@ def iter_sample_keys(
     JPEG that does not decode, a record missing from its tar or disagreeing with the index
     (this function cannot know those without reading the tars).
     """
-    dataset = Dataset(dataset_dir, split)
-    cfg = LoaderConfig(
-        batch_size=batch_size,
-        seed=seed,
-        sampling=sampling,
-        shuffle_buffer=shuffle_buffer,
-        workers=workers,
-        rank=rank,
-        world_size=world_size,
-    )
-    plan = make_plan(dataset, seed, sampling, shuffle_buffer)
-    index = dataset.sample_index()
-    files = dataset.shards.files
-
-    def read(shard: int) -> list[tuple[float, str]]:
-        rows = index.get(files[shard], [])
-        ws = float(dataset.shards.weight_sum[shard])
-        return [(sampling_weight(IndexRow(k, None, w), ws, len(rows))[0], k) for k, w in rows]
-
-    streams = [
-        iter(SampleStream(plan, rank * cfg.n_streams + j, world_size * cfg.n_streams, read))
-        for j in range(cfg.n_streams)
-    ]
+    streams = _key_streams(
+        Dataset(dataset_dir, split),
+        seed, rank, world_size, workers, sampling, shuffle_buffer, open_shards,
+    )  # fmt: skip
+    its = [iter(s) for s in streams]
     for step in itertools.count():
-        for _, key in itertools.islice(streams[step % cfg.n_streams], batch_size):
+        for _, key in itertools.islice(its[step % len(its)], batch_size):
             yield key
+
+
+def epoch_keys(
+    dataset_dir: str,
+    epoch: int,
+    seed: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+    *,
+    workers: int = 0,
+    sampling: str = "weighted",
+    open_shards: int = 16,
+    split: str = "train",
+) -> list[list[str]]:
+    """The keys each logical stream of one rank emits in `epoch`, in emission order (before
+    the shuffle buffer), from the samples index alone. Over every rank and stream an epoch
+    holds each sample floor(w) or ceil(w) times (w its index weight; once under `natural`),
+    and every stream of the world holds the same number of keys, +-1."""
+    streams = _key_streams(
+        Dataset(dataset_dir, split), seed, rank, world_size, workers, sampling, 1, open_shards
+    )
+    return [[key for _, key in s.epoch_emissions(epoch)] for s in streams]
 
 
 __all__ = [
     "LoaderConfig",
     "StreamDataset",
     "TrainLoader",
+    "epoch_keys",
     "iter_sample_keys",
     "pad_labels",
     "prepare_batch",

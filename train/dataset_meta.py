@@ -38,6 +38,8 @@ class ShardTable:
     n: np.ndarray
     weight_sum: np.ndarray
     sha256: tuple[str, ...] = ()
+    weight_max: np.ndarray | None = None  # per shard; None when the table has no such column
+    nbytes: tuple[int | None, ...] = ()  # the tar's size, where the table says (else None)
 
     @property
     def mean_size(self) -> float:
@@ -114,10 +116,28 @@ def shard_table(table: dict[str, list], url: str, index_name: str, split: str) -
         n=np.asarray([table["n"][i] for i in rows], dtype=np.int64),
         weight_sum=np.asarray([table["weight_sum"][i] for i in rows], dtype=np.float64),
         sha256=tuple(table["sha256"][i] or "" for i in rows),
+        weight_max=_weight_max(table, rows),
+        nbytes=tuple(_size(table["bytes"][i]) if "bytes" in table else None for i in rows),
     )
     if not (shards.weight_sum > 0).any():
         raise ValueError(f"{url}: every shard of split {split!r} has weight_sum 0")
     return shards
+
+
+def _size(value) -> int | None:
+    """A tar's byte count from the table, or None when it is not a positive integer."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def _weight_max(table: dict[str, list], rows: list[int]) -> np.ndarray | None:
+    """The shards' largest weights, which set how many times an epoch visits each shard; a
+    value that is not a finite number >= 0 counts as unknown (NaN: the sampler then visits as
+    often as the shard's mean copies say)."""
+    column = table.get("weight_max")
+    if column is None:
+        return None
+    values = [_number(column[i]) for i in rows]
+    return np.asarray([v if v is not None and v >= 0 else np.nan for v in values], dtype=float)
 
 
 def mean_shard_size(meta: dict, shards: ShardTable, url: str, split: str) -> float:

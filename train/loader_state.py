@@ -19,7 +19,7 @@ import torch
 from .sample_checks import Skip
 
 _MAX_COUNTER = 1 << 62  # beyond any real run; keeps numpy seeds and tensors in range
-_SCALARS = ("visit", "sample", "copy", "out")
+_SCALARS = ("epoch", "t", "next_piece", "out")
 
 
 @dataclass
@@ -72,8 +72,8 @@ def _counter(value, what: str) -> int:
     return value
 
 
-def _buffer_rows(value, what: str) -> int:
-    """How many (visit, sample, copy) references a saved buffer holds, after checking them."""
+def _rows(value, width: int, what: str, names: str) -> int:
+    """How many rows of `width` counters a saved table holds, after checking them."""
     if isinstance(value, torch.Tensor):
         if value.is_floating_point() or value.is_complex() or value.dim() != 2:
             raise ValueError(f"loader state {what} is not an integer table")
@@ -83,10 +83,8 @@ def _buffer_rows(value, what: str) -> int:
     else:
         raise ValueError(f"loader state {what} is a {type(value).__name__}")
     for row in rows:
-        if not isinstance(row, list) or len(row) != 3:
-            raise ValueError(
-                f"loader state {what} holds {str(row)[:40]!r}, not (visit, sample, copy)"
-            )
+        if not isinstance(row, list) or len(row) != width:
+            raise ValueError(f"loader state {what} holds {str(row)[:40]!r}, not ({names})")
         for x in row:
             _counter(x, what)
     return len(rows)
@@ -102,8 +100,10 @@ def check_stream(saved, buffer_size: int, where: str) -> None:
         if name not in saved:
             raise ValueError(f"loader state {where} lacks {name!r}")
         _counter(saved[name], f"{where}.{name}")
-    if _buffer_rows(saved.get("buffer", []), f"{where}.buffer") > buffer_size:
+    names = "epoch, t, shard, position"
+    if _rows(saved.get("buffer", []), 4, f"{where}.buffer", names) > buffer_size:
         raise ValueError(f"loader state {where}.buffer holds more than {buffer_size} samples")
+    _rows(saved.get("open", []), 2, f"{where}.open", "piece, done")
     _counter(saved.get("corrupt", 0), f"{where}.corrupt")
     _counter(saved.get("streak", 0), f"{where}.streak")
     skipped = saved.get("skipped", {})

@@ -18,8 +18,9 @@ from torch.nn.parallel import DistributedDataParallel
 
 from .checkpoint import check_checkpoint, latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig
-from .data import LoaderConfig, TrainLoader
+from .data import LoaderConfig, TrainLoader, make_plan
 from .distributed import DistInfo, gather, init_distributed
+from .epoch_plan import steps_for_epochs
 from .evaluate import check_vocabulary
 from .models import build_model
 from .optim import EMA, lr_factor, param_groups
@@ -56,10 +57,24 @@ class TrainRun:
         return [p for g in self.optimizer.param_groups for p in g["params"]]
 
 
-def total_steps(config: TrainConfig, world_size: int) -> int:
+def total_steps(config: TrainConfig, world_size: int, dataset: Dataset) -> int:
+    """The run's optimizer steps: `--steps`; `--samples` over the global batch, rounded up;
+    or `--epochs` E: the first E epochs' exact sample counts (train/epoch_plan.py) over the
+    global batch, rounded down, so that no step runs into epoch E + 1."""
+    global_batch = config.batch_size * world_size
     if config.steps is not None:
         return int(config.steps)
-    return math.ceil(int(config.samples) / (config.batch_size * world_size))
+    if config.samples is not None:
+        return math.ceil(int(config.samples) / global_batch)
+    plan = make_plan(dataset, config.seed, config.sampling, config.shuffle_buffer)
+    steps = steps_for_epochs(plan, int(config.epochs), global_batch)
+    if steps < 1:
+        raise ValueError(
+            f"--epochs {config.epochs} is {plan.expected_epoch_size * config.epochs:.0f} samples "
+            f"of split {config.split!r} (the index weights' sum per epoch), less than one global "
+            f"batch of {global_batch}; train more epochs or use a smaller --batch-size"
+        )
+    return steps
 
 
 def check_inputs(config: TrainConfig, dataset: Dataset, world_size: int) -> None:
@@ -144,6 +159,7 @@ def build_loader(config: TrainConfig, info: DistInfo, dataset: Dataset, decode: 
             seed=config.seed,
             sampling=config.sampling,
             shuffle_buffer=config.shuffle_buffer,
+            open_shards=config.open_shards,
             workers=config.workers,
             rank=info.rank,
             world_size=info.world_size,
@@ -165,7 +181,7 @@ def build_run(config: TrainConfig) -> TrainRun:
     val = val_dataset(config, dataset)
     model = build_model(config.model, dataset.num_classes).to(info.device)
     out.mkdir(parents=True, exist_ok=True)
-    steps = total_steps(config, info.world_size)
+    steps = total_steps(config, info.world_size, dataset)
     decode = decode_mode(config, info)
     if info.is_main:
         written = {**config.to_dict(), "world_size": info.world_size, "total_steps": steps}

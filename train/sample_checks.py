@@ -123,6 +123,9 @@ def sampling_weight(row: IndexRow, weight_sum: float, rows: int) -> tuple[float,
     return weight_sum / max(rows, 1), f"index weight {w!r} outside 0..{weight_sum!r} (shard sum)"
 
 
+_TAKEN = TarRecord("", None, None, "taken")  # the record just matched; the next is not read yet
+
+
 def join_shard(
     rows: list[IndexRow],
     records: Iterable[TarRecord],
@@ -150,9 +153,11 @@ def join_shard(
             ended, broken = True, str(exc)
         return None
 
-    pending = next_record()
+    pending = next_record() if rows else None
     for row in rows:
         weight, bad_weight = sampling_weight(row, weight_sum, len(rows))
+        if pending is _TAKEN:  # fetched lazily: after the last row nothing more is read
+            pending = next_record()
         while pending is not None and pending.key < row.key:
             pending = next_record()
         if bad_weight is not None:
@@ -164,5 +169,5 @@ def join_shard(
         else:
             item = Skip(row.key, NOT_IN_SHARD, "the index lists it; the tar does not hold it")
         if pending is not None and pending.key == row.key:
-            pending = next_record()
+            pending = _TAKEN
         yield weight, item

@@ -11,8 +11,9 @@ sample.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Container, Iterator, Sequence
 
+import numpy as np
 import pyarrow.compute as pc
 
 from weakly_base.index_tables import (
@@ -43,7 +44,22 @@ from .dataset_meta import (
     parse_dataset_json,
     shard_table,
 )
-from .sample_checks import IndexRow, Sample, Skip, check_labels, check_weight, join_shard
+from .sample_checks import (
+    IndexRow,
+    Sample,
+    Skip,
+    check_labels,
+    check_weight,
+    join_shard,
+    sampling_weight,
+)
+
+# On an object store, the least a read fetches (fsspec's read-ahead block): big enough that a
+# visit reading most of a shard makes few requests, small enough that skipped members mostly
+# stay unfetched.
+REMOTE_BLOCK = 1 << 20
+_CACHED_SHARDS = 256  # shards whose index weights a Dataset keeps (a few MB at most)
+_CACHED_ROWS = 32  # shards whose index rows (keys, labels) a Dataset keeps
 
 # Re-exported: train.data, train.probe_data and tests import these from here.
 __all__ = [
@@ -89,6 +105,9 @@ class Dataset:
         self.shards = shard_table(table, self.url, index_dir(SHARDS), split)
         self.mean_shard_size = mean_shard_size(self.meta, self.shards, self.url, split)
         self._v1_rows: dict[str, list[IndexRow]] | None = None
+        self._weights: dict[int, np.ndarray] = {}
+        self._rows: dict[int, list[IndexRow]] = {}
+        self._sizes = dict(zip(self.shards.files, self.shards.nbytes, strict=False))
 
     @property
     def num_samples(self) -> int:
@@ -105,8 +124,17 @@ class Dataset:
         self.__init__(state["url"], state["split"])
 
     def index_rows(self, index: int) -> list[IndexRow]:
-        """The samples-index rows of shard `index`, sorted by key: one small part read per
-        call (version 2); a version-1 index is one file, read once and kept."""
+        """The samples-index rows of shard `index`, sorted by key: one small part read
+        (version 2; the last `_CACHED_ROWS` shards' rows are kept, as a shard is visited
+        several times an epoch); a version-1 index is one file, read once and kept."""
+        rows = self._rows.get(index)
+        if rows is None:
+            rows = self._rows[index] = self._read_rows(index)
+            while len(self._rows) > _CACHED_ROWS:
+                self._rows.pop(next(iter(self._rows)))
+        return rows
+
+    def _read_rows(self, index: int) -> list[IndexRow]:
         file = self.shards.files[index]
         columns = ["key", "labels", "weight"]
         try:
@@ -131,17 +159,80 @@ class Dataset:
             out.setdefault(shard, []).append(_row(key, labels, weight))
         return out
 
-    def _records(self, file: str, max_member_bytes: int):
-        """The tar's records; a missing or broken tar ends them with TarError naming it."""
+    def _records(self, file: str, max_member_bytes: int, keys: Container[str] | None = None):
+        """The tar's records (of `keys` only, when given: the others' bytes are skipped by
+        seeking); a missing or broken tar ends them with TarError naming it."""
         try:
-            handle = self.fs.open(f"{self.root}/{file}", "rb")
+            handle = self.open_shard(file)
         except FileNotFoundError:
             raise TarError(f"{file}: not found") from None
         with handle:
             try:
-                yield from iter_shard_records(handle, max_member_bytes)
+                yield from iter_shard_records(handle, max_member_bytes, keys)
             except TarError as exc:
                 raise TarError(f"{file}: {exc}") from None
+
+    def open_shard(self, file: str):
+        """A binary file object on a shard. On an object store reads go out as ranged GETs of
+        at least `REMOTE_BLOCK` bytes (fsspec's read-ahead cache): a member skipped by a seek
+        past the cached range is never fetched, at one request per such gap. On s3 the size
+        comes from the shards table's `bytes` (a wrong one reads as a truncated tar: its rows
+        `shard_unreadable`, as for a cut shard)."""
+        path = f"{self.root}/{file}"
+        if self.store.is_local:
+            return self.fs.open(path, "rb")
+        options = {"block_size": REMOTE_BLOCK, "cache_type": "readahead"}
+        size = self._sizes.get(file)
+        if size is not None and self.store.protocol in ("s3", "s3a"):
+            options["size"] = size  # s3fs: no HEAD request per open
+        return self.fs.open(path, "rb", **options)
+
+    def weights(self, index: int) -> np.ndarray:
+        """The sampling weights of shard `index`'s index rows, in row order (no tar read);
+        unusable index weights are replaced as `sampling_weight` says."""
+        cached = self._weights.get(index)
+        if cached is None:
+            rows = self.index_rows(index)
+            ws = float(self.shards.weight_sum[index])
+            cached = np.asarray(
+                [sampling_weight(r, ws, len(rows))[0] for r in rows], dtype=np.float64
+            )
+            self._weights[index] = cached
+            while len(self._weights) > _CACHED_SHARDS:
+                self._weights.pop(next(iter(self._weights)))
+        return cached
+
+    def read_positions(
+        self,
+        index: int,
+        positions: Sequence[int],
+        max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES,
+    ) -> Iterator[Sample | Skip]:
+        """Sample or Skip for each of `positions` (index rows of shard `index`, ascending,
+        repeats allowed), reading only those samples' members, and the tar no further than the
+        last of them."""
+        rows = self.index_rows(index)
+        wanted = sorted(set(positions))
+        if not wanted:
+            return
+        if wanted[0] < 0 or wanted[-1] >= len(rows):
+            raise DataStop(
+                f"{self.url}: position {wanted[-1]} outside the {len(rows)} index rows of "
+                f"{self.shards.files[index]}"
+            )
+        chosen = [rows[i] for i in wanted]
+        keys = frozenset(r.key for r in chosen)
+        records = self._records(self.shards.files[index], max_member_bytes, keys)
+        weight_sum = float(self.shards.weight_sum[index])
+        joined = zip(wanted, join_shard(chosen, records, self.num_classes, weight_sum), strict=True)
+        try:
+            at, item = -1, None
+            for pos in positions:  # ascending: each sample is read once, when first needed
+                while at != pos:
+                    at, (_, item) = next(joined)
+                yield item
+        finally:
+            records.close()
 
     def read_rows(
         self, index: int, max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES

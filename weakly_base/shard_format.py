@@ -14,7 +14,7 @@ import json
 import math
 import re
 import tarfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Container, Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -267,10 +267,6 @@ def _parse_meta(data: bytes) -> tuple[dict | None, str | None]:
     return meta, None
 
 
-def _is_member_name(name: str) -> bool:
-    return MEMBER_RE.match(name) is not None
-
-
 def _member_problem(member: TarMember) -> str | None:
     if member.kind != tar_reader.FILE and member.kind != tar_reader.SPARSE:
         return f"member {member.name!r} is a {member.kind}, not a file"
@@ -278,9 +274,14 @@ def _member_problem(member: TarMember) -> str | None:
 
 
 def iter_shard_records(
-    fileobj, max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES
+    fileobj,
+    max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES,
+    keys: Container[str] | None = None,
 ) -> Iterator[TarRecord]:
-    """Every sample a shard names, in stored order, usable or not.
+    """Every sample a shard names (only those in `keys` when given), in stored order, usable or
+    not. Members of other keys are passed over unread: their headers are parsed, their data
+    skipped by a seek (`tar_reader.iter_members`), so a reader that wants a tenth of a shard
+    reads about a tenth of its bytes.
 
     Members are paired as written: `{key}.jpg` then `{key}.json`. A pair whose halves are both
     readable regular files and whose json is an object is usable; a pair with a skipped half
@@ -291,12 +292,19 @@ def iter_shard_records(
     with `TarError` (a ValueError) after the records before it.
     """
     key, jpg, jpg_problem = None, None, None
-    members = tar_reader.iter_members(fileobj, _is_member_name, max_member_bytes)
+
+    def want(name: str) -> bool:
+        m = MEMBER_RE.match(name)
+        return m is not None and (keys is None or m.group(1) in keys)
+
+    members = tar_reader.iter_members(fileobj, want, max_member_bytes)
     for member in members:
         m = MEMBER_RE.match(member.name)
         if m is None:
             continue
         name, ext = m.group(1), m.group(2)
+        if keys is not None and name not in keys:
+            continue
         problem = _member_problem(member)
         if ext == IMAGE_EXT:
             if key is not None:
