@@ -207,12 +207,12 @@ def run_members(
         for start in range(0, len(mine), grid.group):
             group = mine[start : start + grid.group]
             t = time.perf_counter()
-            net = train_members(
-                pool, [m.data for m in group], loss, grid.pretrain, grid.schedule()
-            )
+            net = train_members(pool, [m.data for m in group], loss, grid.pretrain, grid.schedule())
             rows += score_group(net, pool, group, seeds, grid, split)
             seconds = time.perf_counter() - t
-            log(f"  {loss}: {len(group)} runs in {seconds:.0f} s ({seconds / len(group):.2f} s/run)")
+            log(
+                f"  {loss}: {len(group)} runs in {seconds:.0f} s ({seconds / len(group):.2f} s/run)"
+            )
     return rows
 
 
@@ -277,7 +277,9 @@ def run_grid(grid: Grid, work: Path, log=print) -> dict:
     """Everything: data, lr sweep, the grid, the balance check. Returns results.json's dict."""
     t0 = time.perf_counter()
     pool, seeds = build_pool(grid, work / "cache")
-    log(f"data: {grid.data_seeds} seeds, pool {tuple(pool.shape)}, {time.perf_counter() - t0:.0f} s")
+    log(
+        f"data: {grid.data_seeds} seeds, pool {tuple(pool.shape)}, {time.perf_counter() - t0:.0f} s"
+    )
     lrs, sweep = sweep_lr(grid, pool, seeds, log)
     runs = run_members(grid, pool, seeds, grid_members(grid, seeds, lrs), "test", log)
     balanced = run_members(grid, pool, seeds, balance_members(grid, seeds, lrs), "test", log)
