@@ -186,9 +186,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data-seeds", type=int)
     ap.add_argument("--steps", type=int)
     ap.add_argument(
-        "--threads", type=int, default=1,
-        help="torch intra-op threads (2 on a quiet 2-core machine; 1 when it is shared: two
-        threads contending with other processes ran ~10x slower)",
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads (2 on a quiet 2-core machine; 1 when it is shared: two "
+        "threads contending with other processes ran a step ~10x slower)",
     )
     args = ap.parse_args(argv)
     grid = QUICK if args.quick else Grid()

@@ -76,7 +76,7 @@ class DataSeed:
 def _cache_key(grid: Grid, seed: int) -> str:
     spec = {k: getattr(grid, k) for k in ("pretrain", "transfer", "size", "zipf", "n_train")}
     spec |= {"n_val": grid.n_val, "n_test": grid.n_test, "probe": grid.probe_per_class}
-    spec |= {"seed": seed, "generator": 1}
+    spec |= {"seed": seed, "generator": 2}
     return hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
 
 

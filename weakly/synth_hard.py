@@ -15,7 +15,8 @@ cannot show what they buy. Here (all draws from one seeded generator, in memory,
   rank r, so difficulty does not depend on frequency (`balanced_check` in the ablation
   benchmark measures it). A training image's first label is drawn with probability
   proportional to (r + 1)^-zipf; with probability `second` it has a second label, drawn from the
-  first label's three co-occurrence partners with probability 0.6 (else Zipf again), and with
+  first label's three co-occurrence partners (drawn by popularity) with probability 0.6 (else
+  Zipf again), and with
   probability `third` a third one the same way: multi-label with real co-occurrence.
 - Evaluation sets (`balanced=True`) draw the first label uniformly over classes, so every
   class has positives for AP and the tail third has images to score; co-occurring labels follow
@@ -162,12 +163,16 @@ class HardSynth:
         return p / p.sum()
 
     def partners(self) -> np.ndarray:
-        """[pretrain, PARTNERS] co-occurrence partners of every class."""
+        """[pretrain, PARTNERS] co-occurrence partners of every class, drawn in proportion to
+        popularity (tags co-occur mostly with popular tags), so co-occurrence keeps the tail
+        a tail."""
         rng = np.random.default_rng([self.seed, 3])
+        p = self.probabilities()
         out = np.empty((self.pretrain, PARTNERS), np.int64)
         for c in range(self.pretrain):
-            others = rng.choice(self.pretrain - 1, PARTNERS, replace=False)
-            out[c] = others + (others >= c)
+            q = p.copy()
+            q[c] = 0
+            out[c] = rng.choice(self.pretrain, PARTNERS, replace=False, p=q / q.sum())
         return out
 
     def draw(self, n: int, stream: int, balanced: bool = False) -> LabelledImages:
