@@ -45,7 +45,7 @@ class Grid:
     steps: int = 300
     batch_size: int = 64
     width: int = 16
-    lr_grid: tuple[float, ...] = (0.1, 0.3, 1.0, 2.0)
+    lr_grid: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0)
     sweep_seeds: int = 2
     balance_seeds: int = 2  # balanced-data runs per data seed for the difficulty check
     group: int = 24  # members trained at once
@@ -241,6 +241,8 @@ def sweep_lr(grid: Grid, pool, seeds: list[DataSeed], log) -> tuple[dict, list[d
         }
         chosen[loss] = max(sorted(means), key=lambda lr: means[lr])
         log(f"lr sweep {loss}: " + ", ".join(f"{lr:g} -> mAP {means[lr]:.3f}" for lr in means))
+        if len(grid.lr_grid) > 1 and chosen[loss] in (min(grid.lr_grid), max(grid.lr_grid)):
+            log(f"warning: {loss}'s best lr {chosen[loss]:g} is at the edge of the grid: widen it")
     return chosen, rows
 
 
