@@ -148,6 +148,12 @@ def train_members(
         rows[i, :n] = torch.from_numpy(np.asarray(m.index, np.int64))
         targets[i, :n] = _pad(m.labels, k_max)
         present[i, sorted({c for lab in m.labels for c in lab})] = True
+    if loss == "bce":
+        # Start every sigmoid at the label prior (~1/C), not at 1/2: otherwise a short run
+        # spends its first hundred steps pushing C-1 negatives down (Lin et al. 2017's prior
+        # init), which would handicap the baseline the way an untuned learning rate did.
+        with torch.no_grad():
+            net.bias.copy_(-torch.log(present.sum(1, keepdim=True).float()).expand(s, classes))
     lrs = torch.tensor([m.lr for m in members], dtype=torch.float32)
     gen = torch.Generator().manual_seed(int(sum(m.seed * 7919 for m in members)) % (1 << 62))
     params = list(net.parameters())
