@@ -120,7 +120,10 @@ def balance_line(result: dict) -> str:
     for r in bal:
         diff.setdefault(r["data_seed"], []).append(r["tail_mAP"] - r["head_mAP"])
     parts.append(f"tail - head mAP {_ci(cluster_bootstrap(diff))}")
-    return "balanced-data check (softmax, same steps): " + "; ".join(parts)
+    return (
+        "difficulty check (softmax, same steps, trained and tested on uniform labels; groups "
+        "by the Zipf ranks): " + "; ".join(parts)
+    )
 
 
 def report(result: dict) -> str:

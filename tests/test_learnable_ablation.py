@@ -218,7 +218,7 @@ def test_mini_ablation_end_to_end(tmp_path, capsys):
             assert 0.0 <= r[k] <= 1.0, (k, r)
     assert len(result["balanced"]) == g["balance_seeds"] * g["data_seeds"]
     table = (out / "table.md").read_text()
-    assert "learning rate chosen on val mAP" in table and "balanced-data check" in table
+    assert "learning rate chosen on val mAP" in table and "difficulty check" in table
     rows = [x for x in table.splitlines() if x.startswith("| 0")]
     assert len(rows) == len(cells)
     assert table.count("| softmax beats BCE |") == 2 * 3 * 2  # noise x law x metric

@@ -68,7 +68,7 @@ class DataSeed:
 
     seed: int
     rows: dict[str, np.ndarray]  # split -> pool rows
-    labels: dict[str, list[list[int]]]  # train / val / test / balanced
+    labels: dict[str, list[list[int]]]  # train / val / test / uniform / uniform_test
     probe_y: dict[str, np.ndarray]  # probe_train / probe_test
     counts: np.ndarray = field(default_factory=lambda: np.zeros(0))  # clean train counts
 
@@ -76,7 +76,7 @@ class DataSeed:
 def _cache_key(grid: Grid, seed: int) -> str:
     spec = {k: getattr(grid, k) for k in ("pretrain", "transfer", "size", "zipf", "n_train")}
     spec |= {"n_val": grid.n_val, "n_test": grid.n_test, "probe": grid.probe_per_class}
-    spec |= {"seed": seed, "generator": 2}
+    spec |= {"seed": seed, "generator": 3}
     return hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -92,11 +92,11 @@ def draw_data(grid: Grid, seed: int, cache: Path) -> dict:
         return out
     s = grid.synth(seed)
     out: dict = {}
-    n_balanced = grid.n_train
     splits = (("train", grid.n_train, False), ("val", grid.n_val, True))
-    splits += (("test", grid.n_test, True), ("balanced", n_balanced, True))
+    splits += (("test", grid.n_test, True), ("uniform", grid.n_train, True))
+    splits += (("uniform_test", grid.n_test, True),)
     for stream, (name, n, balanced) in enumerate(splits):
-        d = s.draw(n, stream, balanced=balanced)
+        d = s.draw(n, stream, balanced=balanced, uniform=name.startswith("uniform"))
         out[name], out[f"{name}_labels"] = d.pixels, d.labels
     for stream, name in enumerate(("probe_train", "probe_test")):
         out[name], out[f"{name}_y"] = s.transfer_set(grid.probe_per_class, stream)
@@ -116,11 +116,12 @@ def build_pool(grid: Grid, cache: Path) -> tuple[torch.Tensor, list[DataSeed]]:
     for seed in range(grid.data_seeds):
         d = draw_data(grid, seed, cache)
         rows = {}
-        for name in ("train", "val", "test", "balanced", "probe_train", "probe_test"):
+        names = ("train", "val", "test", "uniform", "uniform_test", "probe_train", "probe_test")
+        for name in names:
             rows[name] = np.arange(at, at + len(d[name]))
             at += len(d[name])
             chunks.append(d[name])
-        labels = {k: d[f"{k}_labels"] for k in ("train", "val", "test", "balanced")}
+        labels = {k: d[f"{k}_labels"] for k in ("train", "val", "test", "uniform", "uniform_test")}
         counts = np.bincount([c for lab in labels["train"] for c in lab], minlength=grid.pretrain)
         probe_y = {k: d[f"{k}_y"] for k in ("probe_train", "probe_test")}
         seeds.append(DataSeed(seed, rows, labels, probe_y, counts))
@@ -262,16 +263,17 @@ def grid_members(grid: Grid, seeds: list[DataSeed], lrs: dict[str, float]) -> li
 
 
 def balance_members(grid: Grid, seeds: list[DataSeed], lrs: dict[str, float]) -> list[Member]:
-    """Softmax on class-balanced training images, scored with groups from the Zipf counts:
-    if difficulty is independent of frequency, head and tail scores come out alike."""
+    """Softmax trained and tested on images whose labels are all uniform over classes, scored
+    with head/tail groups from the Zipf counts: if difficulty is independent of frequency,
+    head and tail scores come out alike."""
     out = []
     for ds in seeds:
-        labels = ds.labels["balanced"]
+        labels = ds.labels["uniform"]
         for t in range(grid.balance_seeds):
             spec = {"kind": "balanced", "loss": "softmax", "law": "balanced-data", "noise": 0.0,
                     "data_seed": ds.seed, "train_seed": t, "lr": lrs["softmax"],
                     "group_counts": ds.counts}  # fmt: skip
-            out.append(member(ds, spec, labels, np.ones(len(labels)), ds.rows["balanced"]))
+            out.append(member(ds, spec, labels, np.ones(len(labels)), ds.rows["uniform"]))
     return out
 
 
@@ -284,7 +286,8 @@ def run_grid(grid: Grid, work: Path, log=print) -> dict:
     )
     lrs, sweep = sweep_lr(grid, pool, seeds, log)
     runs = run_members(grid, pool, seeds, grid_members(grid, seeds, lrs), "test", log)
-    balanced = run_members(grid, pool, seeds, balance_members(grid, seeds, lrs), "test", log)
+    check = balance_members(grid, seeds, lrs)
+    balanced = run_members(grid, pool, seeds, check, "uniform_test", log)
     return {
         "grid": asdict(grid),
         "lr": lrs,

@@ -18,6 +18,8 @@ cannot show what they buy. Here (all draws from one seeded generator, in memory,
   first label's three co-occurrence partners (drawn by popularity) with probability 0.6 (else
   Zipf again), and with
   probability `third` a third one the same way: multi-label with real co-occurrence.
+- The difficulty check draws train and test images with `uniform=True` (every label uniform):
+  then head and tail classes differ only in their looks.
 - Evaluation sets (`balanced=True`) draw the first label uniformly over classes, so every
   class has positives for AP and the tail third has images to score; co-occurring labels follow
   the training process.
@@ -175,24 +177,33 @@ class HardSynth:
             out[c] = rng.choice(self.pretrain, PARTNERS, replace=False, p=q / q.sum())
         return out
 
-    def draw(self, n: int, stream: int, balanced: bool = False) -> LabelledImages:
-        """`n` multi-label images; `stream` separates train / val / test draws."""
+    def draw(
+        self, n: int, stream: int, balanced: bool = False, uniform: bool = False
+    ) -> LabelledImages:
+        """`n` multi-label images; `stream` separates train / val / test draws. `balanced`:
+        the first label is uniform over classes; `uniform`: every label is (no popularity at
+        all, for the difficulty check)."""
         rng = np.random.default_rng([self.seed, 10 + stream])
         looks, p, partners = self.looks(), self.probabilities(), self.partners()
         pixels = np.empty((n, self.size, self.size, 3), np.uint8)
         labels = []
         for i in range(n):
-            first = int(rng.integers(self.pretrain)) if balanced else int(rng.choice(len(p), p=p))
+            first = (
+                int(rng.integers(self.pretrain))
+                if balanced or uniform
+                else int(rng.choice(len(p), p=p))
+            )
             mine = [first]
             for extra in (self.second, self.third):
                 if rng.random() >= extra:
                     break
                 for _ in range(8):
-                    c = (
-                        int(partners[first][rng.integers(PARTNERS)])
-                        if rng.random() < 0.6
-                        else int(rng.choice(len(p), p=p))
-                    )
+                    if uniform:
+                        c = int(rng.integers(self.pretrain))
+                    elif rng.random() < 0.6:
+                        c = int(partners[first][rng.integers(PARTNERS)])
+                    else:
+                        c = int(rng.choice(len(p), p=p))
                     if c not in mine:
                         mine.append(c)
                         break
