@@ -99,13 +99,17 @@ def findings(result: dict) -> list[dict]:
 
 
 def findings_table(rows: list[dict]) -> str:
-    lines = ["| question | metric | where | a - b (points) [95% CI] | reproduces | pairs |",
-             "|---|---|---|---|---|---|"]  # fmt: skip
+    lines = ["| question | metric | where | a vs b | a - b (points) [95% CI] | reproduces | pairs |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
+
+    def text(d: dict) -> str:
+        return ", ".join(f"{k} {v}" for k, v in d.items())
+
     for f in rows:
-        where = ", ".join(f"{k} {v}" for k, v in f["where"].items())
         lines.append(
-            f"| {f['question']} | {f['metric']} | {where} | {_ci((f['mean'], f['lo'], f['hi']))} "
-            f"| {f['verdict']} | {f['pairs']} |"
+            f"| {f['question']} | {f['metric']} | {text(f['where'])} | {text(f['a'])} vs "
+            f"{text(f['b'])} | {_ci((f['mean'], f['lo'], f['hi']))} | {f['verdict']} "
+            f"| {f['pairs']} |"
         )
     return "\n".join(lines)
 
@@ -183,6 +187,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True, help="results folder (cache under OUT/work)")
     ap.add_argument("--quick", action="store_true", help="the CI-sized grid")
+    ap.add_argument(
+        "--replot", action="store_true", help="rewrite table.md and the plot from OUT/results.json"
+    )
     ap.add_argument("--laws", help=f"comma-separated sampling laws (default {','.join(LAWS)})")
     ap.add_argument("--noise", help="comma-separated label-noise fractions (default 0,0.25,0.5)")
     ap.add_argument("--train-seeds", type=int)
@@ -196,6 +203,11 @@ def main(argv: list[str] | None = None) -> int:
         "threads contending with other processes ran a step ~10x slower)",
     )
     args = ap.parse_args(argv)
+    if args.replot:
+        result = json.loads((Path(args.out) / "results.json").read_text())
+        write_outputs(result, Path(args.out))
+        print(report(result))
+        return 0
     grid = QUICK if args.quick else Grid()
     changes: dict = {}
     if args.laws:

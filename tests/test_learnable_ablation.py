@@ -223,3 +223,6 @@ def test_mini_ablation_end_to_end(tmp_path, capsys):
     assert len(rows) == len(cells)
     assert table.count("| softmax beats BCE |") == 2 * 3 * 2  # noise x law x metric
     assert (out / "ablations.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    (out / "table.md").unlink()
+    assert bench.main(["--out", str(out), "--replot"]) == 0  # the table from results.json alone
+    assert (out / "table.md").read_text() == table
