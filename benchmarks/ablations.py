@@ -218,6 +218,14 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, name) is not None:
             changes[name] = getattr(args, name)
     grid = replace(grid, **changes)
+    from pipeline.weights import WeightConfig
+
+    for law in grid.laws:  # fail before generating data, not 2 minutes in
+        try:
+            WeightConfig(scheme=law)
+        except ValueError as exc:
+            print(f"ablations: --laws {law}: {exc}", file=sys.stderr)
+            return 2
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     t0 = time.perf_counter()

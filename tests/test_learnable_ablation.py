@@ -226,3 +226,6 @@ def test_mini_ablation_end_to_end(tmp_path, capsys):
     (out / "table.md").unlink()
     assert bench.main(["--out", str(out), "--replot"]) == 0  # the table from results.json alone
     assert (out / "table.md").read_text() == table
+    bad = ["--quick", "--out", str(tmp_path / "bad"), "--laws", "natural,bogus"]
+    assert bench.main(bad) == 2 and "--laws bogus" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()  # refused before any data is drawn
