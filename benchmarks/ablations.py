@@ -134,7 +134,9 @@ def report(result: dict) -> str:
     lr = ", ".join(f"{k} {v:g}" for k, v in result["lr"].items())
     return "\n\n".join(
         [
-            f"learning rate chosen on val mAP: {lr} (grid {result['grid']['lr_grid']})",
+            f"learning rate chosen on val mAP: {lr} (grid "
+            + ", ".join(f"{x:g}" for x in result["grid"]["lr_grid"])
+            + ")",
             balance_line(result),
             cell_table(result),
             findings_table(findings(result)),

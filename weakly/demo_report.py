@@ -322,7 +322,7 @@ def learned(run: Path, dataset_dir: Path, image_size: int) -> dict | None:
     top = scored.scores.argmax(1).tolist() if len(scored.labels) else []
     majority = train_counts.most_common(1)[0][0] if train_counts else -1
     per_class = []
-    for c in sorted({c for lab in scored.labels for c in lab}):
+    for c in sorted({c for lab in scored.labels for c in lab}, key=lambda c: -train_counts[c]):
         mine = [t for t, lab in zip(top, scored.labels, strict=True) if c in lab]
         per_class.append({"name": names[c], "images": len(mine),
                           "recall1": sum(t == c for t in mine) / len(mine),
