@@ -11,6 +11,20 @@ from PIL import Image
 SKIMAGE_COLOUR = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "retina")
 SKIMAGE_GREY = ("camera", "moon", "brick", "grass", "gravel", "clock", "coins", "page", "text")
 
+# What each photo shows, as lemmas of ImageNet-1k synsets (the demo's vocabulary); a photo whose
+# subject has no in1k synset (the moon, coins, a page of text, micrographs) has none, and its
+# rows carry only junk tags, which ingest rejects as out of vocabulary.
+PHOTO_TAGS: dict[str, tuple[str, ...]] = {
+    "astronaut": ("space_shuttle",),
+    "chelsea": ("tabby", "tabby_cat"),
+    "coffee": ("espresso",),
+    "rocket": ("missile",),
+    "camera": ("tripod",),
+    "clock": ("analog_clock",),
+    "china": ("palace",),
+    "flower": ("daisy",),
+}
+
 
 def bundled_photos() -> list[tuple[str, Image.Image]]:
     """(name, RGB image) for every bundled real photo, in a fixed order."""

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image, ImageEnhance, ImageOps
 
-from .photos import bundled_photos
+from .photos import PHOTO_TAGS, bundled_photos
 
 JUNK_TAGS = (
     "#instagood", "#photooftheday", "#love", "#2024", "#tbt", "#nofilter", "#🔥", "#💯✨",
@@ -139,8 +139,15 @@ def synth(
     eval_images: int = 20,
     planted_fraction: float = 0.05,
     lexicon_dir: str | None = None,
+    content_tags: bool = False,
+    wrong_tag: float = 0.1,
 ) -> SynthResult:
-    """Write `out/manifest.parquet` and `out/images/*.jpg` (and eval images into `eval_out`)."""
+    """Write `out/manifest.parquet` and `out/images/*.jpg` (and eval images into `eval_out`).
+
+    Tags are Zipf draws independent of the pixels (ingest and dedup tests need only tags), or
+    with `content_tags` the photo's own subject (`PHOTO_TAGS`, written as hashtags people write,
+    one to three forms of it) plus, with probability `wrong_tag`, one Zipf draw: tags a model can
+    learn from, with some weak-supervision noise (the demo)."""
     if n < 1 or min_px < 32 or max_px < min_px:
         raise ValueError("synth needs n >= 1 and 32 <= min_px <= max_px")
     rng = random.Random(seed)
@@ -153,7 +160,7 @@ def synth(
     zipf = 1.0 / np.arange(1, len(lemmas) + 1) ** 1.1
     zipf_cdf = np.cumsum(zipf / zipf.sum())
 
-    eval_imgs: list[tuple[str, Image.Image]] = []
+    eval_imgs: list[tuple[str, Image.Image, str]] = []
     if eval_out is not None:
         eval_dir = Path(eval_out)
         eval_dir.mkdir(parents=True, exist_ok=True)
@@ -162,7 +169,7 @@ def synth(
             img = _random_view(photo, rng, 300, 640)
             eval_id = f"eval{i:04d}"
             (eval_dir / f"{eval_id}.jpg").write_bytes(_jpeg(img, 92))
-            eval_imgs.append((eval_id, img))
+            eval_imgs.append((eval_id, img, name))
 
     keys, paths, tags, planted_of = [], [], [], []
     planted = 0
@@ -170,21 +177,31 @@ def synth(
         key = f"s{i:07d}"
         plant = eval_imgs and rng.random() < planted_fraction
         if plant:
-            eval_id, eval_img = eval_imgs[rng.randrange(len(eval_imgs))]
+            eval_id, eval_img, name = eval_imgs[rng.randrange(len(eval_imgs))]
             how = PLANTED_TRANSFORMS[planted % len(PLANTED_TRANSFORMS)]
             data = _jpeg(_near_copy(eval_img, how), 60 if how == "recompress" else 88)
             planted_of.append(f"{eval_id}:{how}")
             planted += 1
         else:
-            _, photo = train_pool[rng.randrange(len(train_pool))]
+            name, photo = train_pool[rng.randrange(len(train_pool))]
             data = _jpeg(_random_view(photo, rng, min_px, max_px), rng.randint(75, 95))
             planted_of.append(None)
         path = out / "images" / f"{key}.jpg"
         path.write_bytes(data)
         row_tags = []
-        for _ in range(rng.choice((1, 1, 2, 2, 3, 4))):
-            lemma = lemmas[int(np.searchsorted(zipf_cdf, rng.random()))]
-            row_tags.append(_decorate(lemma, rng))
+        if content_tags and not plant:
+            # Planted eval copies keep Zipf tags: they must reach dedup, not fail on vocabulary.
+            subject = PHOTO_TAGS.get(name, ())
+            for _ in range(rng.choice((1, 1, 2, 3)) if subject else 0):
+                row_tags.append(_decorate(rng.choice(subject), rng))
+            if rng.random() < wrong_tag:
+                row_tags.append(
+                    _decorate(lemmas[int(np.searchsorted(zipf_cdf, rng.random()))], rng)
+                )
+        else:
+            for _ in range(rng.choice((1, 1, 2, 2, 3, 4))):
+                lemma = lemmas[int(np.searchsorted(zipf_cdf, rng.random()))]
+                row_tags.append(_decorate(lemma, rng))
         if rng.random() < 0.5:
             row_tags.append(rng.choice(JUNK_TAGS))
         keys.append(key)
