@@ -284,31 +284,25 @@ def main(argv: list[str] | None = None) -> None:
         s3_throughput(args)
         return
     with tempfile.TemporaryDirectory() as tmp:
-        data = args.data or str(
-            build_fixture(
-                Path(tmp) / "ds",
-                samples=args.samples,
-                classes=args.classes,
-                max_shard=args.shard_size,
-                min_side=8,
-                max_side=12,
-                seed=0,
-            )  # fmt: skip
-        )
-        mixing(args, data)
-        exactness(args, data)
-        if not args.data:  # photo-sized JPEGs, so that bytes mean what they do in training
-            data = str(
+
+        def fixture(name: str, samples: int, sides: tuple[int, int]) -> str:
+            return str(
                 build_fixture(
-                    Path(tmp) / "photos",
-                    samples=args.read_samples,
+                    Path(tmp) / name,
+                    samples=samples,
                     classes=args.classes,
                     max_shard=args.shard_size,
-                    min_side=256,
-                    max_side=341,
+                    min_side=sides[0],
+                    max_side=sides[1],
                     seed=0,
                 )  # fmt: skip
             )
+
+        data = args.data or fixture("ds", args.samples, (8, 12))
+        mixing(args, data)
+        exactness(args, data)
+        if not args.data:  # photo-sized JPEGs, so that bytes mean what they do in training
+            data = fixture("photos", args.read_samples, (256, 341))
         wasted_reads(args, data)
 
 
