@@ -13,7 +13,6 @@ so that two workers on a machine with an empty cache never compile it at the sam
 from __future__ import annotations
 
 import fcntl
-import sys
 
 import pytest
 
@@ -96,17 +95,3 @@ def fixture_dataset(tmp_path_factory):
     yield get
     for root, before in built.values():
         assert _snapshot(root) == before, f"a test modified the shared dataset {root}"
-
-
-@pytest.fixture(autouse=True)
-def _no_native_callers_under_tracemalloc(request):
-    """Tests that bound a Python heap peak start and stop tracemalloc. On CPython 3.11 that
-    races with native threads entering Python without the GIL held (CPython gh-128679, fixed
-    in 3.12.9/3.13.2 only): a process that still hosts Ray's core-worker threads from an
-    earlier ingest test in the same xdist worker segfaulted here. Such modules run with this
-    process's Ray stopped; the next test that needs Ray starts it again."""
-    if "tracemalloc" in vars(request.module):
-        ray = sys.modules.get("ray")
-        if ray is not None and ray.is_initialized():
-            ray.shutdown()
-    yield

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sys
+import tracemalloc
 from pathlib import Path
 
 
@@ -67,3 +69,25 @@ def rss_kib(pid: int) -> int:
     except OSError:
         pass
     return 0
+
+
+class HeapPeak:
+    """`with HeapPeak() as heap: ...` then `heap.peak`: the Python heap's peak inside the block,
+    traced by tracemalloc. On CPython 3.11 tracemalloc's start/stop race with native threads
+    entering Python (CPython gh-128679, fixed in 3.12.9/3.13.2 only): a worker still hosting Ray's
+    core-worker threads from an earlier ingest test segfaulted here, so this process's Ray is
+    stopped first (the next test that needs Ray starts it again)."""
+
+    peak = 0
+
+    def __enter__(self) -> HeapPeak:
+        ray = sys.modules.get("ray")
+        if ray is not None and ray.is_initialized():
+            ray.shutdown()
+        tracemalloc.start()
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        self.peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        return False

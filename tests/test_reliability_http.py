@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 import time
-import tracemalloc
 
 import pytest
 from hostile_http import GOOD, HostileServer
+from proc_tools import HeapPeak
 
 from pipeline.fetch import FetchConfig, FetchError, fetch_url
 from pipeline.images import ImageConfig, ImageReject, prepare_image
@@ -40,13 +40,9 @@ def server():
 @pytest.mark.parametrize("path, reason", sorted(REJECTED.items()))
 def test_each_hostile_source_is_bounded_and_named(server, path, reason):
     start = time.monotonic()
-    tracemalloc.start()
-    try:
-        with pytest.raises(FetchError) as caught:
-            fetch_url(server.url + path, CONFIG)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    with HeapPeak() as heap, pytest.raises(FetchError) as caught:
+        fetch_url(server.url + path, CONFIG)
+    peak = heap.peak
     elapsed = time.monotonic() - start
     assert caught.value.reason == reason, caught.value
     assert caught.value.detail

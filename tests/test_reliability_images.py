@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import struct
 import sys
-import tracemalloc
 import zipfile
 import zlib
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 from ingest_fixtures import encode, photo
 from PIL import Image
+from proc_tools import HeapPeak
 
 from pipeline.fetch import FetchConfig, FetchError, fetch_one
 from pipeline.images import ImageConfig, ImageReject, plain_jpeg, prepare_image
@@ -59,15 +59,11 @@ def test_pixel_bombs_are_rejected_before_any_pixel_is_decoded():
         _forge_jpeg_size(small, 3000, 2000),  # 6 Mpx: over this config's 4 Mpx cap
         encode(Image.new("1", (2500, 2500)), "PNG"),  # really 6 Mpx, a few kB compressed
     ]
-    tracemalloc.start()
-    try:
+    with HeapPeak() as heap:
         for bomb in bombs:
             assert len(bomb) < 20_000
             assert _reason(bomb) == "too_many_pixels"
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert peak < 20 << 20  # a decoded 6 Mpx RGB image alone would be 18 MB
+    assert heap.peak < 20 << 20  # a decoded 6 Mpx RGB image alone would be 18 MB
 
 
 def test_byte_caps_hold_for_inline_and_file_rows(tmp_path):

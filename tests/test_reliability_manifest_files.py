@@ -11,13 +11,13 @@ from __future__ import annotations
 import dataclasses
 import os
 import threading
-import tracemalloc
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from hostile_http import GOOD, HostileServer
 from ingest_fixtures import gzip_bomb
+from proc_tools import HeapPeak
 
 from pipeline.fetch import FetchConfig, FetchError, fetch_one
 from pipeline.manifest import (
@@ -154,13 +154,9 @@ def test_a_gzip_bomb_is_refused_at_the_cap_without_inflating_it(tmp_path):
     bomb = tmp_path / "bomb.jsonl.gz"
     gzip_bomb(bomb, 1024)  # 1 GiB of JSON lines
     assert os.path.getsize(bomb) < 1200 << 10  # 1.1 MiB
-    tracemalloc.start()
-    try:
-        with pytest.raises(ManifestError) as caught:
-            read_manifest(str(bomb))
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    with HeapPeak() as heap, pytest.raises(ManifestError) as caught:
+        read_manifest(str(bomb))
+    peak = heap.peak
     assert f"over {MAX_MANIFEST_BYTES:,} bytes once decompressed" in str(caught.value)
     assert peak < 2 * MAX_MANIFEST_BYTES  # gzip.decompress held the whole GiB (3.2 GB RSS)
     small = tmp_path / "small.jsonl.gz"

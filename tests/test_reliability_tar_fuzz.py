@@ -12,12 +12,12 @@ with a reason, and the reader's memory stays within a small multiple of the shar
 from __future__ import annotations
 
 import io
-import tracemalloc
 from collections import Counter
 
 import hostile_tars as H
 import numpy as np
 import pytest
+from proc_tools import HeapPeak
 
 from train import sample_checks as sc
 from train.shards import Dataset
@@ -113,13 +113,10 @@ def test_mutated_shards_cost_their_records_and_nothing_else(shard):
     for n in range(EXAMPLES):
         mutated = mutate(data, headers, rng)
         stream = io.BytesIO(mutated) if n % 2 else io.BufferedReader(_Pipe(mutated))
-        tracemalloc.start()
-        try:
+        with HeapPeak() as heap:
             records = iter_shard_records(stream)
             items = list(sc.join_shard(rows, records, classes, weight_sum))
-            peak = max(peak, tracemalloc.get_traced_memory()[1])
-        finally:
-            tracemalloc.stop()
+        peak = max(peak, heap.peak)
         assert [item.key for _, item in items] == [r.key for r in rows]
         for weight, item in items:
             assert 0 <= weight <= weight_sum

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import ast
 import io
-import tracemalloc
 from pathlib import Path
 
 import hostile_tars as H
 import numpy as np
 import pytest
+from proc_tools import HeapPeak
 
 from pipeline.eval_sources import iter_eval_source
 from weakly.cli import main as weakly_main
@@ -51,12 +51,9 @@ def test_a_pax_header_of_digits_costs_its_member(size):
 def test_a_300_megabyte_gnu_longname_is_skipped_unread():
     """tarfile reads the whole name into memory (1.3 GB peak RSS); here it is seeked over."""
     archive = H.gnu_longname(300 << 20, H.sample("long", JPG, META) + GOOD + H.END)
-    tracemalloc.start()
-    try:
+    with HeapPeak() as heap:
         got = _records(archive)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    peak = heap.peak
     assert got[0][0] == "long" and "extended headers of 314572800 bytes" in got[0][1]
     assert got[1] == ("good", None)
     assert archive.served < 64 << 10  # bytes the reader asked for, of 300 MB
@@ -83,12 +80,9 @@ def test_sparse_members_are_never_expanded(kind):
     """A 10-byte sparse member claiming 10 TiB: tarfile hands out 10 TiB of zeros on read."""
     make = H.gnu_sparse if kind == "gnu" else H.pax_sparse
     data = make("sparse.jpg", b"x" * 10, 10 << 40) + H.member("sparse.json", b"{}") + GOOD + H.END
-    tracemalloc.start()
-    try:
+    with HeapPeak() as heap:
         got = _records(data)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    peak = heap.peak
     assert got == [("sparse", "sparse member (never expanded)"), ("good", None)]
     assert peak < 1 << 20
 
@@ -99,13 +93,9 @@ def test_a_ten_gigabyte_size_claim_stops_the_archive_with_a_reason(seekable):
     the archive, which ends it as truncated after the samples before it."""
     archive = H.Segments([GOOD, H.header("huge.jpg", 10 << 30, base256=True), b"x" * 5000])
     stream = archive if seekable else io.BufferedReader(_Unseekable(archive))
-    tracemalloc.start()
-    try:
-        with pytest.raises(TarError, match="truncated") as caught:
-            list(iter_members(stream))
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    with HeapPeak() as heap, pytest.raises(TarError, match="truncated") as caught:
+        list(iter_members(stream))
+    peak = heap.peak
     assert "\n" not in str(caught.value)
     assert archive.served < 8 << 10 and peak < 4 << 20
     # Through the shard reader: the good sample comes first, then the break.
