@@ -22,6 +22,7 @@ not depend on scheduling, so two runs give identical bytes, on a disk or in a bu
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -42,7 +43,7 @@ from .manifest import list_manifest_files
 from .output_lock import hold_output
 from .pass2 import process_chunk
 from .phases import PhaseClock, maybe
-from .plan import Plan, plan_in_driver, run_plan
+from .plan import Plan, manifest_bytes, partition_count, plan_in_driver, run_plan
 from .ray_tasks import fold_results, init_ray, run_windowed
 from .report import warm_report
 from .summary import IngestSummary
@@ -138,7 +139,12 @@ def _start(
             f"{store.url} holds a plan over other manifests ({len(saved.files)} files, this run "
             f"names {len(files)}); use --overwrite to start over, or another --out"
         )
-    local = saved is None and plan_in_driver(files, options)
+    local = False
+    if saved is None:  # the manifests are sized once: one request per file on an object store
+        total = manifest_bytes(files, options.storage_options)
+        local = plan_in_driver(total)
+        if not options.key_partitions:
+            options = dataclasses.replace(options, key_partitions=partition_count(total))
 
     def driver_side():
         if saved is not None:  # pass 2 needs no lexicon

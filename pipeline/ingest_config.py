@@ -70,8 +70,8 @@ class RunOptions:
     # fsspec options for --out, --eval-index and manifests (endpoint, credentials, ...); never
     # saved in the output, since they may hold secrets.
     storage_options: dict = field(default_factory=dict)
-    # Reduce tasks for the duplicate-key search; None: one per ~128 MiB of manifests. The
-    # output does not depend on it.
+    # Reduce tasks for the duplicate-key search; None: one per ~16 MiB of manifests
+    # (pipeline/plan.py MANIFEST_BYTES_PER_PARTITION). The output does not depend on it.
     key_partitions: int | None = None
     # On an object store, seconds the writer lease lasts without renewal (pipeline/
     # output_lease.py): how long a run killed on another machine blocks the next one.

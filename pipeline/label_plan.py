@@ -133,7 +133,7 @@ def cut_to_vocabulary(
         if encoded is not None
         else np.zeros(0, np.int64)
     )
-    on = live[parents] if len(parents) else np.zeros(0, bool)
+    on = live[parents]
     # Re-code into sorted vocabulary order; labels outside the vocabulary get -1 and drop out.
     code_in_vocab = {w: i for i, w in enumerate(vocabulary)}
     recode = np.array([code_in_vocab.get(w, -1) for w in names] + [-1], dtype=np.int64)
@@ -177,14 +177,14 @@ def law_tally(wnid_lists: pa.Array, rows, vocabulary, counts, config: WeightConf
 def plan_weights(wnid_lists: pa.Array, live, train, vocabulary, counts, law: Law) -> np.ndarray:
     """Per-row weight of the live rows (0 for the others) under the solved law."""
     parents, codes = label_codes(wnid_lists, vocabulary)
-    on = live[parents] if len(parents) else np.zeros(0, bool)
+    on = live[parents]
     return law.weights(parents[on], codes[on], counts, len(live), train)
 
 
 def synset_counts(wnid_lists: pa.Array, rows, vocabulary) -> np.ndarray:
     """f(s) per vocabulary code over the rows in the boolean mask `rows`."""
     parents, codes = label_codes(wnid_lists, vocabulary)
-    on = rows[parents] if len(parents) else np.zeros(0, bool)
+    on = rows[parents]
     return np.bincount(codes[on], minlength=len(vocabulary))
 
 

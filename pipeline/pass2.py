@@ -2,8 +2,8 @@
 eval near-copies, resize, encode, and commit the chunk.
 
 A chunk is one row group of a file's labelled part (pipeline/plan_tasks.py). Its weights and
-buckets are computed here from the job's synset counts and the plan's solved law, so the driver never builds a per-row
-table. It writes one part per weight bucket with the accepted samples (so each shard task
+buckets are computed here from the job's synset counts and the plan's solved law, so the
+driver never builds a per-row table. It writes one part per weight bucket with the accepted samples (so each shard task
 reads only its own bytes), its rejects and eval matches as index parts, and last a small
 `done` object with its counts: that object existing is what marks the chunk done, so a resumed
 job skips it.

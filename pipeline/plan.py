@@ -168,20 +168,19 @@ def manifest_bytes(files: list[str], storage_options: dict) -> int:
     return total
 
 
-def partition_count(store: Store, files: list[str], storage_options: dict) -> int:
-    """Key partitions for the duplicate search, from the manifests' total size."""
-    total = manifest_bytes(files, storage_options)
+def partition_count(total: int) -> int:
+    """Key partitions for the duplicate search, from the manifests' total size in bytes."""
     return max(1, min(MAX_PARTITIONS, math.ceil(total / MANIFEST_BYTES_PER_PARTITION)))
 
 
-def plan_in_driver(files: list[str], options) -> bool:
+def plan_in_driver(total: int) -> bool:
     """Whether pass 1 runs in the driver process rather than as Ray tasks: manifests of at
     most PLAN_IN_DRIVER_BYTES in all. Such a pass 1 takes well under a second, less than
     shipping the lexicon to Ray workers costs, and it can run while Ray starts; the rounds
     are the same functions in the same order, so the plan is the same (tests/
     test_plan_rounds.py). The driver then holds one manifest file's rows at a time, a few
-    MiB at most."""
-    return manifest_bytes(files, options.storage_options) <= PLAN_IN_DRIVER_BYTES
+    MiB at most. `total` is the manifests' size in bytes (`manifest_bytes`)."""
+    return total <= PLAN_IN_DRIVER_BYTES
 
 
 def _weight_edges(counts: np.ndarray, law: Law) -> np.ndarray:
@@ -226,7 +225,7 @@ def run_plan(
     records each round's time (pipeline/phases.py)."""
     with maybe(clock, "pass 1: setup"):
         partitions = options.key_partitions or partition_count(
-            store, files, options.storage_options
+            manifest_bytes(files, options.storage_options)
         )
         for scratch in ("keys", "duplicates"):  # a killed pass 1 may have used other files
             store.remove_tree(f"{lay.WORK}/{scratch}")

@@ -49,7 +49,7 @@ from .label_plan import (
 )
 from .manifest import Columns, tags_dropped
 from .parquet_io import put_parquet, read_parquet
-from .pass1 import _scatter, pass1_file
+from .pass1 import _list_parts, _scatter, pass1_file
 from .ray_tasks import resolve
 from .split import train_mask
 from .weights import Law, tally_rows
@@ -210,15 +210,14 @@ def label_file(
     train = live & train_mask(keys, config.holdout)
     noise = NoiseTally()
     if config.label_noise > 0:
-        wnid_lists, noise = noisy_labels(wnid_lists, keys, train, Counter(marginal), config)
+        wnid_lists, noise = noisy_labels(wnid_lists, keys, train, marginal, config)
     parents, codes = label_codes(wnid_lists, vocabulary)
-    on = train[parents] if len(parents) else np.zeros(0, bool)
-    counts = np.bincount(codes[on], minlength=len(vocabulary))
+    counts = np.bincount(codes[train[parents]], minlength=len(vocabulary))
     rejected = _rejects_part(table, rejects, live)
     put_parquet(store, lay.pass1_rejects_part(f), rejected)
     take = pa.array(np.flatnonzero(live), pa.int64())
     live_wnids = wnid_lists.take(take)
-    _, live_codes = label_codes(live_wnids, vocabulary)
+    live_codes = codes[live[parents]]  # pairs in row order, so `take` keeps them aligned
     labels = lists_from_parents(
         pc.list_parent_indices(live_wnids).to_numpy(zero_copy_only=False),
         pa.array(live_codes, pa.int32()),
@@ -243,7 +242,7 @@ def label_file(
         "rows": table.num_rows,
         "live": len(take),
         "train": int(train.sum()),
-        "noise": {"labels": noise.labels, "replaced": noise.replaced},
+        "noise": asdict(noise),
         "codes": used.tolist(),
         "counts": counts[used].tolist(),
         "rejects": dict(reasons),
@@ -253,9 +252,8 @@ def label_file(
 def _pairs(labels: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """(row, code) pairs of a labels column (list<int32>), sorted by row."""
     labels = labels.combine_chunks() if isinstance(labels, pa.ChunkedArray) else labels
-    parents = pc.list_parent_indices(labels).to_numpy(zero_copy_only=False).astype(np.int64)
-    codes = pc.list_flatten(labels).to_numpy(zero_copy_only=False).astype(np.int64)
-    return parents, codes
+    parents, flat = _list_parts(labels)
+    return parents, flat.to_numpy(zero_copy_only=False).astype(np.int64)
 
 
 def row_weights(labels: pa.Array, keys, counts: np.ndarray, law: Law) -> np.ndarray:
