@@ -11,6 +11,7 @@ sample.
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Container, Iterator, Sequence
 
 import numpy as np
@@ -107,6 +108,7 @@ class Dataset:
         self._v1_rows: dict[str, list[IndexRow]] | None = None
         self._weights: dict[int, np.ndarray] = {}
         self._rows: dict[int, list[IndexRow]] = {}
+        self._rows_lock = threading.Lock()  # object-store read-ahead threads share the cache
         self._sizes = dict(zip(self.shards.files, self.shards.nbytes, strict=False))
 
     @property
@@ -127,11 +129,14 @@ class Dataset:
         """The samples-index rows of shard `index`, sorted by key: one small part read
         (version 2; the last `_CACHED_ROWS` shards' rows are kept, as a shard is visited
         several times an epoch); a version-1 index is one file, read once and kept."""
-        rows = self._rows.get(index)
+        with self._rows_lock:
+            rows = self._rows.get(index)
         if rows is None:
-            rows = self._rows[index] = self._read_rows(index)
-            while len(self._rows) > _CACHED_ROWS:
-                self._rows.pop(next(iter(self._rows)))
+            rows = self._read_rows(index)
+            with self._rows_lock:
+                self._rows[index] = rows
+                while len(self._rows) > _CACHED_ROWS:
+                    self._rows.pop(next(iter(self._rows)))
         return rows
 
     def _read_rows(self, index: int) -> list[IndexRow]:
@@ -272,13 +277,11 @@ def _row(key: str, labels: list[int] | None, weight: float | None) -> IndexRow:
     return IndexRow(key, tuple(labels) if labels is not None else None, weight)
 
 
-def iter_tar_samples(
-    fileobj, max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES, num_classes: int | None = None
-) -> Iterator[Sample]:
+def iter_tar_samples(fileobj, max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES) -> Iterator[Sample]:
     """Complete samples of a tar alone (no index), with valid labels and weight (see
-    `iter_tar_records`; labels checked against `num_classes` when given)."""
+    `iter_tar_records`)."""
     for name, jpg, meta in iter_tar_records(fileobj, max_member_bytes):
-        labels = check_labels(meta.get("labels"), num_classes)
+        labels = check_labels(meta.get("labels"), None)
         weight = check_weight(meta.get("weight"))
         if not isinstance(labels, str) and not isinstance(weight, str):
             yield Sample(key=name, jpg=jpg, labels=labels, weight=weight)

@@ -199,7 +199,6 @@ def shard_bytes(records: Iterable[ShardRecord]) -> tuple[bytes, list[str]]:
     # assembled here: addfile copies each header and streams each payload through a file
     # object, ~40% of a shard task's CPU at ~2 members a sample (BENCHMARKS.md, issue 17).
     parts: list[bytes] = []
-    offset = 0
     for record in ordered:
         if not is_valid_key(record.key):
             raise ValueError(f"sample key {record.key!r} does not match {KEY_RE.pattern}")
@@ -211,10 +210,8 @@ def shard_bytes(records: Iterable[ShardRecord]) -> tuple[bytes, list[str]]:
             )
             pad = -len(payload) % tarfile.BLOCKSIZE
             parts += (header, payload, tarfile.NUL * pad)
-            offset += len(header) + len(payload) + pad
     end = tarfile.NUL * (2 * tarfile.BLOCKSIZE)  # end of archive, then fill the last record
-    offset += len(end)
-    parts += (end, tarfile.NUL * (-offset % tarfile.RECORDSIZE))
+    parts += (end, tarfile.NUL * (-(sum(map(len, parts)) + len(end)) % tarfile.RECORDSIZE))
     return b"".join(parts), [r.key for r in ordered]
 
 

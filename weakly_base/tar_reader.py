@@ -73,7 +73,6 @@ class TarMember:
     name: str
     kind: str
     size: int  # data bytes stored after the header (after pax `size`)
-    offset: int  # byte offset of its first header block, extended headers included
     data: bytes | None = None
     skipped: str | None = None
 
@@ -201,7 +200,6 @@ def pax_records(data: bytes) -> dict[bytes, bytes] | None:
 class _Pending:
     """What the extended headers before a member said about it."""
 
-    offset: int = -1
     total: int = 0
     name: str | None = None
     size: int | None = None
@@ -263,8 +261,6 @@ def iter_members(
         if not block.strip(b"\0"):
             return
         head = _header(block, offset)
-        if pending.offset < 0:
-            pending.offset = offset
         if head.type in (*_PAX_TYPES, *_GNU_LONG, _GLOBAL):
             _extended(src, head, pending, max_extended_bytes)
             continue
@@ -315,7 +311,7 @@ def _member(
             skipped = f"member of {size} bytes (cap {cap})"
     if not wanted or skipped:
         src.skip(_padded(stored))
-        return TarMember(name, kind, size, pending.offset, None, skipped)
+        return TarMember(name, kind, size, None, skipped)
     data = src.read(size)
     if len(data) < size:
         raise TarError(
@@ -323,7 +319,7 @@ def _member(
             f"({size} bytes from byte {src.pos - len(data)})"
         )
     src.skip(_padded(size) - size)
-    return TarMember(name, kind, size, pending.offset, data, None)
+    return TarMember(name, kind, size, data, None)
 
 
 # -- compressed archives (eval sets) -----------------------------------------------------------
