@@ -46,12 +46,11 @@ def main() -> None:
 
     judged = read_judged()
     folder = build_lexicon()
-    overrides = sum(1 for line in SHIPPED_OVERRIDES.read_text().splitlines()[1:] if line)
-    on_list = sum(
-        1
-        for line in SHIPPED_OVERRIDES.read_text().splitlines()[1:]
-        if line.split(",")[0] in {j.hashtag for j in judged}
-    )
+    shipped = [
+        line.split(",")[0] for line in SHIPPED_OVERRIDES.read_text().splitlines()[1:] if line
+    ]
+    hashtags = {j.hashtag for j in judged}
+    overrides, on_list = len(shipped), sum(tag in hashtags for tag in shipped)
     runs = [
         ("WordNet first sense (baseline)", first_sense_lexicon(folder)),
         ("visual score alone", load_lexicon("nouns", shipped_overrides=False)),
@@ -69,7 +68,7 @@ def main() -> None:
             for item, got in misses:
                 name = lexicon.name(got) if got else "-"
                 print(f"    #{item.hashtag}: got {got} {name}, want {' | '.join(item.names)}")
-    goal = sense_accuracy(runs[-1][1], judged)[0]
+    goal = accuracy  # the last run: score + shipped overrides
     print(f"goal >= 95% with the shipped table: {'met' if goal >= 0.95 else 'not met'}")
 
 

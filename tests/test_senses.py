@@ -13,7 +13,12 @@ import pytest
 from weakly.cli import main
 from wordnet_tools import in1k_synsets, load_lexicon
 from wordnet_tools.judged import read_judged, sense_accuracy
-from wordnet_tools.overrides import SHIPPED_OVERRIDES, OverrideError, read_overrides
+from wordnet_tools.overrides import (
+    MAX_OVERRIDES_BYTES,
+    SHIPPED_OVERRIDES,
+    OverrideError,
+    read_overrides,
+)
 from wordnet_tools.senses import SynsetFacts, photo_counts, score_parts, visual_score
 from wordnet_tools.vocab import IN21K_FILE, in21k_synsets
 
@@ -204,6 +209,11 @@ def test_missing_and_undecodable_override_files(tmp_path, lexicon_dir):
     bad.write_bytes(b"caf\xe9,cafe.n.01\n")
     with pytest.raises(OverrideError, match="not UTF-8"):
         load_lexicon("nouns", lexicon_dir=lexicon_dir, sense_overrides=bad)
+    huge = tmp_path / "huge.csv"
+    with huge.open("wb") as f:
+        f.truncate(MAX_OVERRIDES_BYTES + 1)  # sparse: no bytes written, none read
+    with pytest.raises(OverrideError, match="over 16,777,216 bytes"):
+        load_lexicon("nouns", lexicon_dir=lexicon_dir, sense_overrides=huge)
 
 
 def test_cli_explain_and_bad_overrides(tmp_path, lexicon_dir, capsys):

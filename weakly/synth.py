@@ -160,7 +160,10 @@ def synth(
     zipf = 1.0 / np.arange(1, len(lemmas) + 1) ** 1.1
     zipf_cdf = np.cumsum(zipf / zipf.sum())
 
-    eval_imgs: list[tuple[str, Image.Image, str]] = []
+    def zipf_lemma() -> str:
+        return lemmas[int(np.searchsorted(zipf_cdf, rng.random()))]
+
+    eval_imgs: list[tuple[str, Image.Image]] = []
     if eval_out is not None:
         eval_dir = Path(eval_out)
         eval_dir.mkdir(parents=True, exist_ok=True)
@@ -169,7 +172,7 @@ def synth(
             img = _random_view(photo, rng, 300, 640)
             eval_id = f"eval{i:04d}"
             (eval_dir / f"{eval_id}.jpg").write_bytes(_jpeg(img, 92))
-            eval_imgs.append((eval_id, img, name))
+            eval_imgs.append((eval_id, img))
 
     keys, paths, tags, planted_of = [], [], [], []
     planted = 0
@@ -177,7 +180,7 @@ def synth(
         key = f"s{i:07d}"
         plant = eval_imgs and rng.random() < planted_fraction
         if plant:
-            eval_id, eval_img, name = eval_imgs[rng.randrange(len(eval_imgs))]
+            eval_id, eval_img = eval_imgs[rng.randrange(len(eval_imgs))]
             how = PLANTED_TRANSFORMS[planted % len(PLANTED_TRANSFORMS)]
             data = _jpeg(_near_copy(eval_img, how), 60 if how == "recompress" else 88)
             planted_of.append(f"{eval_id}:{how}")
@@ -195,13 +198,10 @@ def synth(
             for _ in range(rng.choice((1, 1, 2, 3)) if subject else 0):
                 row_tags.append(_decorate(rng.choice(subject), rng))
             if rng.random() < wrong_tag:
-                row_tags.append(
-                    _decorate(lemmas[int(np.searchsorted(zipf_cdf, rng.random()))], rng)
-                )
+                row_tags.append(_decorate(zipf_lemma(), rng))
         else:
             for _ in range(rng.choice((1, 1, 2, 2, 3, 4))):
-                lemma = lemmas[int(np.searchsorted(zipf_cdf, rng.random()))]
-                row_tags.append(_decorate(lemma, rng))
+                row_tags.append(_decorate(zipf_lemma(), rng))
         if rng.random() < 0.5:
             row_tags.append(rng.choice(JUNK_TAGS))
         keys.append(key)

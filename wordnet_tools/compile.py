@@ -89,9 +89,9 @@ def _rows_for(form_source: str, synsets: Iterable, kind: int, lemma: str):
         yield form, wnid_of(synset), kind, rank, lemma
 
 
-def synset_facts(reader) -> dict[str, SynsetFacts]:
-    """What the visual sense score needs to know about every noun synset."""
-    synsets = list(reader.all_synsets("n"))
+def synset_facts(synsets: list) -> dict[str, SynsetFacts]:
+    """What the visual sense score needs to know about every noun synset (`synsets`: all of
+    them, from the reader)."""
     hypernyms = {wnid_of(s): [wnid_of(h) for h in s.hypernyms()] for s in synsets}
     hyponyms = {wnid_of(s): [wnid_of(h) for h in s.hyponyms()] for s in synsets}
     photos = photo_counts(set(in21k_synsets()) | set(in1k_synsets()), hypernyms)
@@ -109,7 +109,8 @@ def synset_facts(reader) -> dict[str, SynsetFacts]:
 
 def compile_tables(reader) -> tuple[pa.Table, pa.Table]:
     """Build (forms, synsets) tables from an NLTK WordNet reader. Deterministic."""
-    facts = synset_facts(reader)
+    synsets = sorted(reader.all_synsets("n"), key=wnid_of)  # WordNet's noun data read once
+    facts = synset_facts(synsets)
     lemma_names = sorted(reader.all_lemma_names("n"))
     lemma_set = set(lemma_names)
     raw_rows: list[tuple[str, str, int, int, str]] = []
@@ -158,7 +159,6 @@ def compile_tables(reader) -> tuple[pa.Table, pa.Table]:
         schema=FORMS_SCHEMA,
     )
 
-    synsets = sorted(reader.all_synsets("n"), key=wnid_of)
     synset_table = pa.table(
         {
             "wnid": [wnid_of(s) for s in synsets],

@@ -243,10 +243,13 @@ class Lexicon:
 
     def _candidate(self, row: dict) -> dict:
         """One candidate sense of a form: what it is and each part of its score."""
-        facts = self.synset_facts(row["wnid"])
+        synset = self._synset_row(row["wnid"])  # one filter of the synsets table (slow path)
+        facts = SynsetFacts(
+            synset["lexname"], synset["instance"], synset["produce"], synset["photo_count"]
+        )
         return {
             "wnid": row["wnid"],
-            "name": self._synset_name(row["wnid"]),
+            "name": synset["wn_name"],
             "lexname": facts.lexname,
             "kind": "lemma" if row["kind"] == LEMMA else "inflection",
             "sense_rank": row["sense_rank"],
@@ -257,14 +260,6 @@ class Lexicon:
                 for k, v in score_parts(facts, row["kind"], row["sense_rank"]).items()
             },
         }
-
-    def synset_facts(self, wnid: str) -> SynsetFacts:
-        """The facts the visual score uses about one synset (slow path)."""
-        row = self._synset_row(wnid)
-        return SynsetFacts(row["lexname"], row["instance"], row["produce"], row["photo_count"])
-
-    def _synset_name(self, wnid: str) -> str:
-        return self._synset_row(wnid)["wn_name"]
 
     def _synset_row(self, wnid: str) -> dict:
         table = self._synsets.filter(pc.equal(self._synsets.column("wnid"), wnid))

@@ -29,6 +29,7 @@ from .normalise import normalise_tag
 SHIPPED_OVERRIDES = Path(__file__).parent / "data" / "sense_overrides.csv"
 SHIPPED_LABEL = "wordnet_tools/data/sense_overrides.csv"
 HEADER = ("hashtag", "synset")
+MAX_OVERRIDES_BYTES = 16 << 20  # a reviewed table is kilobytes; a larger file is a wrong path
 
 
 class OverrideError(ValueError):
@@ -51,6 +52,10 @@ def read_overrides(
     path = Path(path)
     label = label or str(path)
     try:
+        if path.stat().st_size > MAX_OVERRIDES_BYTES:
+            raise OverrideError(
+                f"{label}: sense overrides file is over {MAX_OVERRIDES_BYTES:,} bytes"
+            )
         text = path.read_bytes().decode("utf-8-sig")
     except FileNotFoundError:
         raise OverrideError(f"{label}: sense overrides file not found") from None
