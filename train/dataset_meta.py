@@ -3,7 +3,7 @@
 `dataset.json` and the shards table steer everything the loader does: which files it opens,
 how many classes there are, how often each shard is visited and how many copies a sample gets.
 A hostile or damaged value there (a list for an object, a path that leaves the dataset, a NaN
-weight sum, a mean shard size of zero) used to surface as a traceback, a file read outside the
+weight sum, a mean shard size outside its shards' range) used to surface as a traceback, a file read outside the
 dataset, or a sampler that spins without ever yielding. Each is refused here, at open, in one
 line naming the dataset and what is wrong.
 """
@@ -143,9 +143,10 @@ def _weight_max(table: dict[str, list], rows: list[int]) -> np.ndarray | None:
 def mean_shard_size(meta: dict, shards: ShardTable, url: str, split: str) -> float:
     """`splits.<split>.mean_shard_size` from dataset.json (the shards' mean when absent).
 
-    It is the sampler's copies-per-visit: zero, negative or NaN and a visit emits nothing
-    forever; huge and one sample fills every batch. A true mean lies between the smallest and
-    the largest shard, so anything outside that range is refused."""
+    The epoch sampler plans from the shards table and no longer reads it; it is still
+    checked so that a damaged dataset.json is refused at open rather than trusted elsewhere
+    (`Dataset.mean_shard_size`). A true mean lies between the smallest and the largest shard,
+    so anything outside that range is refused."""
     value = meta.get("splits", {}).get(split, {}).get("mean_shard_size")
     if value is None:
         return shards.mean_size
