@@ -9,7 +9,13 @@ import json
 
 import pyarrow as pa
 
-from weakly_base.shard_format import SAMPLES_SCHEMA, SHARD_DIR, SHARDS_SCHEMA, ShardRecord
+from weakly_base.shard_format import (
+    SAMPLES_RANGE_COLUMNS,
+    SAMPLES_SCHEMA,
+    SHARD_DIR,
+    SHARDS_SCHEMA,
+    ShardRecord,
+)
 from weakly_base.shard_format import shard_name as tar_name
 from weakly_base.storage import Store
 
@@ -32,7 +38,8 @@ BUCKET_SCHEMA = pa.schema(
 
 
 def _samples_rows(rows: list[tuple], split: str, shard_file: str) -> pa.Table:
-    """The shard's rows of the samples index, in key order (the order stored in the tar)."""
+    """The shard's rows of the samples index, in key order (the order stored in the tar);
+    `write_shard` adds their byte ranges in the tar."""
     ordered = sorted(rows, key=lambda r: r[0])
     return pa.table(
         {
@@ -43,7 +50,7 @@ def _samples_rows(rows: list[tuple], split: str, shard_file: str) -> pa.Table:
             "weight": [r[1] for r in ordered],
             "phash": [r[5] for r in ordered],
         },
-        schema=SAMPLES_SCHEMA,
+        schema=pa.schema([f for f in SAMPLES_SCHEMA if f.name not in SAMPLES_RANGE_COLUMNS]),
     )
 
 

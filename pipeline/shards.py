@@ -1,5 +1,5 @@
 """Writing shards atomically through a `Store`: the bytes and stats come from the format
-(weakly_base/shard_format.py: `shard_bytes`, `shard_stats`); this module commits them.
+(weakly_base/shard_format.py: `shard_tar`, `shard_stats`); this module commits them.
 
 Each object is written whole (weakly_base/storage.py). Per shard, the tar comes first, then its
 rows of the samples index, then the `.stats.json` beside the tar, last: the stats object is the
@@ -15,7 +15,13 @@ from collections.abc import Iterable
 
 import pyarrow as pa
 
-from weakly_base.shard_format import ShardRecord, shard_bytes, shard_stats, stats_name
+from weakly_base.shard_format import (
+    ShardRecord,
+    shard_stats,
+    shard_tar,
+    stats_name,
+    with_ranges,
+)
 from weakly_base.storage import StorageError, Store
 
 from . import work_layout as lay
@@ -58,15 +64,16 @@ def write_shard(
     samples_rows: pa.Table,
 ) -> tuple[dict, list[str]]:
     """Write one shard, its samples-index part and its commit marker; return the stats and
-    the keys the shard holds, in stored order. `samples_rows` must be in stored (key) order."""
-    data, keys = shard_bytes(records)
+    the keys the shard holds, in stored order. `samples_rows` must be in stored (key) order;
+    each row's `offset` and `size` (its byte range in the tar) are filled in here."""
+    tar = shard_tar(records)
     tar_name = posixpath.basename(tar_rel)
     store.remove(stats_rel(tar_rel))  # a stale marker must never vouch for new bytes
-    _put(store, tar_rel, data)
-    _put(store, lay.samples_part(tar_name), parquet_bytes(samples_rows))
-    stats = shard_stats(tar_name, data, len(keys), split, bucket, weights)
+    _put(store, tar_rel, tar.data)
+    _put(store, lay.samples_part(tar_name), parquet_bytes(with_ranges(samples_rows, tar)))
+    stats = shard_stats(tar_name, tar.data, len(tar.keys), split, bucket, weights)
     _put(store, stats_rel(tar_rel), json.dumps(stats, sort_keys=True).encode())
-    return stats, keys
+    return stats, tar.keys
 
 
 def _put(store: Store, rel: str, data: bytes) -> None:

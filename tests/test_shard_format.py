@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_both_sides_and_the_fixtures_import_the_same_definitions():
     assert pipeline.keys.KEY_RE is fmt.KEY_RE
-    assert pipeline.shards.shard_bytes is fmt.shard_bytes
+    assert pipeline.shards.shard_tar is fmt.shard_tar
     assert pipeline.shards.shard_stats is fmt.shard_stats
     assert (pipeline.split.TRAIN, pipeline.split.VAL) == (fmt.TRAIN, fmt.VAL)
     assert pipeline.index_writer.dataset_header is fmt.dataset_header

@@ -45,6 +45,7 @@ from .dataset_meta import (
     parse_dataset_json,
     shard_table,
 )
+from .ranged import FetchStats, max_range, read_ranged
 from .sample_checks import (
     IndexRow,
     Sample,
@@ -108,6 +109,8 @@ class Dataset:
         self._v1_rows: dict[str, list[IndexRow]] | None = None
         self._weights: dict[int, np.ndarray] = {}
         self._rows: dict[int, list[IndexRow]] = {}
+        self._ranges: dict[int, list[tuple[int, int]] | None] = {}  # beside _rows, same keys
+        self.fetch_stats = FetchStats()  # what ranged reads (object stores) fetched
         self._rows_lock = threading.Lock()  # object-store read-ahead threads share the cache
         self._sizes = dict(zip(self.shards.files, self.shards.nbytes, strict=False))
 
@@ -132,27 +135,43 @@ class Dataset:
         with self._rows_lock:
             rows = self._rows.get(index)
         if rows is None:
-            rows = self._read_rows(index)
+            rows, ranges = self._read_rows(index)
             with self._rows_lock:
-                self._rows[index] = rows
+                self._rows[index], self._ranges[index] = rows, ranges
                 while len(self._rows) > _CACHED_ROWS:
-                    self._rows.pop(next(iter(self._rows)))
+                    self._ranges.pop(oldest := next(iter(self._rows)), None)
+                    self._rows.pop(oldest)
         return rows
 
-    def _read_rows(self, index: int) -> list[IndexRow]:
+    def sample_ranges(self, index: int) -> list[tuple[int, int]] | None:
+        """(offset, size) in the tar of each of shard `index`'s index rows, in row order, or
+        None when its samples index has no byte ranges (written before they existed, or a
+        version-1 index): then the tar is streamed."""
+        while True:
+            self.index_rows(index)
+            with self._rows_lock:
+                if index in self._ranges:
+                    return self._ranges[index]
+
+    def _read_rows(self, index: int) -> tuple[list[IndexRow], list[tuple[int, int]] | None]:
         file = self.shards.files[index]
         columns = ["key", "labels", "weight"]
         try:
             if self.meta["format_version"] == 1:
                 if self._v1_rows is None:
                     self._v1_rows = self._all_rows(columns)
-                return self._v1_rows.get(file, [])
-            t = read_shard_samples(self.store, file, columns=columns).to_pydict()
+                return self._v1_rows.get(file, []), None
+            t = read_shard_samples(self.store, file, columns=[*columns, "offset", "size"])
+            t = t.to_pydict()
         except (ValueError, FileNotFoundError) as exc:
             raise DataStop(
                 f"{self.url}: the samples index of {file} is unreadable: {exc}"
             ) from None
-        return [_row(*values) for values in zip(t["key"], t["labels"], t["weight"], strict=True)]
+        rows = [_row(*values) for values in zip(t["key"], t["labels"], t["weight"], strict=True)]
+        offsets, sizes = t["offset"], t["size"]
+        if None in offsets or None in sizes:
+            return rows, None
+        return rows, list(zip(offsets, sizes, strict=True))
 
     def _all_rows(self, columns: list[str]) -> dict[str, list[IndexRow]]:
         table = read_index(self.store, SAMPLES, columns=[*columns, "split", "shard"])
@@ -226,18 +245,46 @@ class Dataset:
                 f"{self.shards.files[index]}"
             )
         chosen = [rows[i] for i in wanted]
-        keys = frozenset(r.key for r in chosen)
-        records = self._records(self.shards.files[index], max_member_bytes, keys)
+        file = self.shards.files[index]
         weight_sum = float(self.shards.weight_sum[index])
-        joined = zip(wanted, join_shard(chosen, records, self.num_classes, weight_sum), strict=True)
+        ranges = self._visit_ranges(index, wanted, max_member_bytes)
+        if ranges is not None:  # an object store: fetch the chosen samples' bytes alone
+            items = read_ranged(
+                self.fs, f"{self.root}/{file}", file, chosen, ranges,
+                num_classes=self.num_classes, weight_sum=weight_sum,
+                shard_bytes=self._sizes.get(file), max_member_bytes=max_member_bytes,
+                stats=self.fetch_stats,
+            )  # fmt: skip
+        else:
+            keys = frozenset(r.key for r in chosen)
+            records = self._records(file, max_member_bytes, keys)
+            joined = join_shard(chosen, records, self.num_classes, weight_sum)
+            items = (item for _, item in joined)
+        pairs = zip(wanted, items, strict=True)
         try:
             at, item = -1, None
             for pos in positions:  # ascending: each sample is read once, when first needed
                 while at != pos:
-                    at, (_, item) = next(joined)
+                    at, item = next(pairs)
                 yield item
         finally:
-            records.close()
+            items.close()
+
+    def _visit_ranges(
+        self, index: int, wanted: list[int], max_member_bytes: int
+    ) -> list[tuple[int, int]] | None:
+        """The byte ranges of a visit's samples when they are to be read by range: on an
+        object store, when the index has them and none is larger than two members within the
+        cap could be (a streamed read skips big members without fetching them)."""
+        if self.store.is_local:
+            return None  # seeks are cheap; the stream reads just the members it wants
+        ranges = self.sample_ranges(index)
+        if ranges is None:
+            return None
+        chosen = [ranges[i] for i in wanted]
+        if any(size > max_range(max_member_bytes) for _, size in chosen):
+            return None
+        return chosen
 
     def read_rows(
         self, index: int, max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES

@@ -150,7 +150,8 @@ def _weights(labels: list[list[int]], counts: np.ndarray) -> list[float]:
 def _write_shard(root: Path, split: str, bucket: int, n: int, records) -> tuple[dict, list]:
     """One shard, its stats marker, and its rows of the shards and samples tables."""
     name = fmt.shard_name(split, bucket, n)
-    data, keys = fmt.shard_bytes(records)
+    tar = fmt.shard_tar(records)
+    data, keys = tar.data, tar.keys
     (root / fmt.SHARD_DIR / name).write_bytes(data)
     weights = [r.meta["weight"] for r in records]
     stats = fmt.shard_stats(name, data, len(keys), split, bucket, weights)
@@ -158,8 +159,11 @@ def _write_shard(root: Path, split: str, bucket: int, n: int, records) -> tuple[
     rel = f"{fmt.SHARD_DIR}/{name}"
     samples = [
         {"key": r.key, "split": split, "shard": rel, "labels": r.meta["labels"],
-         "weight": r.meta["weight"], "phash": int(r.meta["phash"], 16)}
-        for r in sorted(records, key=lambda r: r.key)
+         "weight": r.meta["weight"], "phash": int(r.meta["phash"], 16), "offset": offset,
+         "size": size}
+        for r, offset, size in zip(
+            sorted(records, key=lambda r: r.key), tar.offsets, tar.sizes, strict=True
+        )
     ]  # fmt: skip
     return {**stats, "file": rel}, samples
 
@@ -202,6 +206,7 @@ def build_fixture(
     image: Callable[[np.random.Generator, list[int]], bytes] | None = None,
     extra_meta: Callable[[list[int]], dict] | None = None,
     format_version: int = fmt.FORMAT_VERSION,
+    sample_ranges: bool = True,
 ) -> Path:
     """Write a complete dataset folder; returns its path.
 
@@ -212,7 +217,8 @@ def build_fixture(
     `image`, when given, draws each sample's JPEG from its labels (e.g. `colour_stripes_jpeg`);
     `extra_meta` adds fields to each sample json (e.g. a class for the linear probe).
     `format_version` 1 writes the version-1 index (one file per table) instead of parts; the
-    same arguments give the same shards and rows either way.
+    same arguments give the same shards and rows either way. `sample_ranges=False` writes the
+    samples index without its `offset` and `size` columns, as datasets written before them.
     """
     root = Path(root)
     (root / fmt.SHARD_DIR).mkdir(parents=True, exist_ok=True)
@@ -256,6 +262,8 @@ def build_fixture(
     ):
         table = pa.Table.from_pylist(rows, schema=tables.SCHEMAS[name])
         write_index_table(root, name, table, format_version)
+        if name == tables.SAMPLES and not sample_ranges:
+            drop_index_columns(root, name, fmt.SAMPLES_RANGE_COLUMNS)
     (root / fmt.CONFIG_JSON).write_text(json.dumps({"fixture": True, "seed": seed}))
     dataset = _dataset_json(
         wnids, names, counts.tolist(), split, samples, len(shard_rows), weights, format_version
@@ -277,6 +285,17 @@ def _v2_parts(name: str, table: pa.Table) -> dict[str, pa.Table]:
         part_of(value): table.filter(pc.equal(table[by], value)).sort_by(order)
         for value in sorted(set(table[by].to_pylist()))
     }
+
+
+def drop_index_columns(root: str | os.PathLike, name: str, columns) -> None:
+    """Rewrite every part (or the version-1 file) of one index table without `columns`: a
+    dataset as written before those columns existed."""
+    root = Path(root)
+    folder, v1 = root / tables.index_dir(name), root / tables.v1_index_file(name)
+    files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
+    for path in [*files, *([v1] if v1.exists() else [])]:
+        table = pq.read_table(path)
+        pq.write_table(table.drop_columns([c for c in columns if c in table.column_names]), path)
 
 
 def write_index_table(

@@ -9,7 +9,8 @@ through `read_index`, so it reads both versions and no reader spells a layout of
 Order: a table's rows are its parts concatenated in part-name order; nothing is sorted across
 parts, so a reader that needs an order sorts. Types: every part is cast to the table's schema
 (weakly_base/shard_format.py), so a part written with, say, int64 where the schema says int32,
-or an all-null column, reads as the schema says.
+or an all-null column, reads as the schema says. Columns added to a schema after datasets
+were written with it (`OPTIONAL`) read as nulls from a part that lacks them.
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ SCHEMAS: dict[str, pa.Schema] = {
     EVAL_MATCHES: fmt.EVAL_MATCHES_SCHEMA,
 }
 TABLES = tuple(SCHEMAS)
+# Columns a part may lack (written before they existed): they read as nulls.
+OPTIONAL: dict[str, tuple[str, ...]] = {SAMPLES: fmt.SAMPLES_RANGE_COLUMNS}
+_ALL_OPTIONAL = frozenset(c for cols in OPTIONAL.values() for c in cols)
 PART_SUFFIX = ".parquet"
 _READ_THREADS = 16  # parts are read concurrently: on object stores each read is a round trip
 
@@ -126,20 +130,29 @@ def _read_file(store: Store, rel: str, target: pa.Schema) -> pa.Table:
     try:
         with store.open(rel) as handle:
             parquet = pq.ParquetFile(handle)
-            missing = [c for c in target.names if c not in parquet.schema_arrow.names]
-            if missing:
-                raise ValueError(f"{where}: no column {', '.join(map(repr, missing))}")
-            table = parquet.read(columns=target.names)
+            present = parquet.schema_arrow.names
+            missing = [c for c in target.names if c not in present]
+            required = [c for c in missing if c not in _optional(target)]
+            if required:
+                raise ValueError(f"{where}: no column {', '.join(map(repr, required))}")
+            table = parquet.read(columns=[c for c in target.names if c in present])
     except FileNotFoundError:
         raise FileNotFoundError(f"{where}: not found") from None
     except (pa.ArrowException, OSError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ValueError(f"{where}: not a readable parquet file ({reason})") from None
+    for c in missing:
+        table = table.append_column(c, pa.nulls(table.num_rows, target.field(c).type))
     try:
         return table.select(target.names).cast(target)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
         reason = str(exc).splitlines()[0]
         raise ValueError(f"{where}: columns do not cast to the index schema ({reason})") from None
+
+
+def _optional(target: pa.Schema) -> frozenset[str]:
+    """The optional columns among `target`'s (a part lacking one reads it as nulls)."""
+    return _ALL_OPTIONAL.intersection(target.names)
 
 
 def _read_files(store: Store, rels: list[str], target: pa.Schema) -> pa.Table:

@@ -121,8 +121,15 @@ SAMPLES_SCHEMA = pa.schema(
         ("labels", pa.list_(pa.int32())),
         ("weight", pa.float64()),
         ("phash", pa.uint64()),
+        ("offset", pa.int64()),
+        ("size", pa.int64()),
     ]
 )
+# Where each sample lies in its tar: `offset` of its first member's header and `size`, the
+# bytes from there to the end of its last member's padded data (the `.jpg` and `.json` members
+# are contiguous). Written since format version 2 gained them; a part written before has
+# neither column and reads with them null (index_tables), and a reader then streams the tar.
+SAMPLES_RANGE_COLUMNS = ("offset", "size")
 REJECTS_SCHEMA = pa.schema(
     [
         ("source", pa.string()),
@@ -191,28 +198,66 @@ def encode_meta(meta: dict) -> bytes:
     return json.dumps(meta, sort_keys=True, ensure_ascii=False).encode()
 
 
+@dataclass(frozen=True)
+class ShardTar:
+    """One shard as written: its bytes, and per sample in stored (key) order its key and the
+    byte range its two members take (`offsets[i]` of the `.jpg` header, `sizes[i]` to the end
+    of the `.json` member's padded data): the samples index's `offset` and `size`."""
+
+    data: bytes
+    keys: list[str]
+    offsets: list[int]
+    sizes: list[int]
+
+
 def shard_bytes(records: Iterable[ShardRecord]) -> tuple[bytes, list[str]]:
     """A whole shard as USTAR tar bytes, members sorted by key; returns the bytes and the keys
     in stored order. Plain `tarfile` and `webdataset` read it."""
+    tar = shard_tar(records)
+    return tar.data, tar.keys
+
+
+def shard_tar(records: Iterable[ShardRecord]) -> ShardTar:
+    """`shard_bytes` with each sample's byte range in the tar (`ShardTar`)."""
     ordered = sorted(records, key=lambda r: r.key)
     # The bytes `tarfile.open(mode="w", format=USTAR_FORMAT)` + `addfile` + `close` write,
     # assembled here: addfile copies each header and streams each payload through a file
     # object, ~40% of a shard task's CPU at ~2 members a sample (BENCHMARKS.md, issue 17).
     parts: list[bytes] = []
+    offsets: list[int] = []
+    sizes: list[int] = []
+    at = 0
     for record in ordered:
         if not is_valid_key(record.key):
             raise ValueError(f"sample key {record.key!r} does not match {KEY_RE.pattern}")
         meta = encode_meta(record.meta)
         jpg_name, json_name = member_names(record.key)
+        offsets.append(at)
         for name, payload in ((jpg_name, record.jpg), (json_name, meta)):
             header = member_header(name, len(payload)).tobuf(
                 tarfile.USTAR_FORMAT, tarfile.ENCODING, "surrogateescape"
             )
             pad = -len(payload) % tarfile.BLOCKSIZE
             parts += (header, payload, tarfile.NUL * pad)
+            at += len(header) + len(payload) + pad
+        sizes.append(at - offsets[-1])
     end = tarfile.NUL * (2 * tarfile.BLOCKSIZE)  # end of archive, then fill the last record
-    parts += (end, tarfile.NUL * (-(sum(map(len, parts)) + len(end)) % tarfile.RECORDSIZE))
-    return b"".join(parts), [r.key for r in ordered]
+    parts += (end, tarfile.NUL * (-(at + len(end)) % tarfile.RECORDSIZE))
+    return ShardTar(b"".join(parts), [r.key for r in ordered], offsets, sizes)
+
+
+def with_ranges(samples: pa.Table, tar: ShardTar) -> pa.Table:
+    """A shard's samples-index rows (in stored order) with `offset` and `size` from its tar,
+    cast to `SAMPLES_SCHEMA`; rows that are not the tar's keys in its order are refused."""
+    if samples["key"].to_pylist() != tar.keys:
+        raise ValueError(
+            f"the samples rows ({samples.num_rows}) are not the shard's {len(tar.keys)} keys in "
+            "stored order"
+        )
+    base = samples.drop_columns([c for c in SAMPLES_RANGE_COLUMNS if c in samples.column_names])
+    base = base.append_column("offset", pa.array(tar.offsets, pa.int64()))
+    base = base.append_column("size", pa.array(tar.sizes, pa.int64()))
+    return base.select(SAMPLES_SCHEMA.names).cast(SAMPLES_SCHEMA)
 
 
 def shard_stats(
