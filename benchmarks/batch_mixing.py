@@ -20,7 +20,9 @@ S3: a fixture of 256-341 px JPEGs uploaded to moto's standalone server (tests/s3
 read by the loader from s3:// and from the local folder, one after the other in this process,
 under `natural` sampling (every member read, as under the Mahajan laws, where every weight is
 >= 1) and `weighted` (the fixture's inv-sqrt weights: an epoch of a few percent of the images,
-so a visit reads a few scattered members). Goal: s3 >= 0.9x local.
+so a visit reads a few scattered members). Goal: s3 >= 0.9x local. Also printed: CPU per image
+of the loader process and the server together (a figure a shared box does not move much), and
+what the ranged reads fetched against the bytes of the samples they were for (0 workers).
 
 Without --data a fixture stands in for the 17k-image synth set: Zipf-popular labels, the
 inv-sqrt law with rare upsampling, weight buckets cut into shards of --shard-size (1000, the
@@ -33,6 +35,7 @@ from __future__ import annotations
 import argparse
 import io
 import itertools
+import os
 import sys
 import tempfile
 import time
@@ -213,7 +216,17 @@ def exactness(args, data: str) -> None:
     )
 
 
-def loader_rate(url: str, batches: int, workers: int, open_shards: int, sampling: str) -> float:
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def loader_rate(
+    url: str, batches: int, workers: int, open_shards: int, sampling: str, server_pid: int
+) -> tuple[float, float, Dataset]:
+    """img/s, CPU ms per image (this process and the S3 server together: robust to a shared
+    box where img/s is not), and the Dataset (its `fetch_stats` when workers == 0)."""
     ds = Dataset(url)
     cfg = LoaderConfig(
         batch_size=32, image_size=224, workers=workers, shuffle_buffer=64,
@@ -221,15 +234,23 @@ def loader_rate(url: str, batches: int, workers: int, open_shards: int, sampling
     )  # fmt: skip
     it = iter(TrainLoader(ds, cfg))
     next(it)
+    cpu = time.process_time() + process_cpu(server_pid)
     t = time.perf_counter()
     n = sum(len(b["keys"]) for b in itertools.islice(it, batches))
-    return n / (time.perf_counter() - t)
+    wall = time.perf_counter() - t
+    cpu = time.process_time() + process_cpu(server_pid) - cpu
+    return n / wall, 1000 * cpu / n, ds
 
 
 def s3_throughput(args) -> None:
+    import torch
     from s3_server import S3Server
 
     from weakly_base.storage import Store
+
+    # As in a loader worker (train/data.py): with the default of one thread per core, torch's
+    # OpenMP threads contend with the S3 server that shares this machine's cores.
+    torch.set_num_threads(args.torch_threads)
 
     with tempfile.TemporaryDirectory() as tmp:
         local = build_fixture(
@@ -242,22 +263,37 @@ def s3_throughput(args) -> None:
             for path in sorted(local.rglob("*")):
                 if path.is_file():
                     store.put(str(path.relative_to(local)), path.read_bytes())
-            rows: dict[tuple[str, str], list[float]] = {}
+            rows: dict[tuple[str, str], list[tuple[float, float]]] = {}
+            fetched: dict[str, tuple[int, int, int]] = {}
             for _ in range(args.repeats):
                 for sampling in ("natural", "weighted"):
                     for name, where in (("local", str(local)), ("s3", url)):
-                        rate = loader_rate(
-                            where, args.s3_batches, args.workers, args.open_shards, sampling
-                        )
-                        rows.setdefault((sampling, name), []).append(rate)
-    best = {k: max(v) for k, v in rows.items()}
+                        rate, cpu, ds = loader_rate(
+                            where, args.s3_batches, args.workers, args.open_shards, sampling,
+                            server.proc.pid,
+                        )  # fmt: skip
+                        rows.setdefault((sampling, name), []).append((rate, cpu))
+                        f = ds.fetch_stats
+                        fetched[sampling] = (f.requests, f.fetched, f.wanted)
     for sampling in ("natural", "weighted"):
-        local_rate, s3_rate = best[(sampling, "local")], best[(sampling, "s3")]
+        (local_rate, local_cpu), (s3_rate, s3_cpu) = (
+            (max(r for r, _ in rows[(sampling, n)]), min(c for _, c in rows[(sampling, n)]))
+            for n in ("local", "s3")
+        )
         print(
             f"loader --sampling {sampling}, {args.s3_samples} JPEGs of 256-341 px, crop 224, "
-            f"{args.workers} workers, best of {args.repeats}: local {local_rate:.1f} img/s, "
-            f"s3 (moto) {s3_rate:.1f} img/s: {s3_rate / local_rate:.2f}x (goal >= 0.9)"
+            f"{args.workers} workers, {args.torch_threads} torch threads, best of "
+            f"{args.repeats}: local {local_rate:.1f} img/s, s3 (moto) {s3_rate:.1f} img/s: "
+            f"{s3_rate / local_rate:.2f}x (goal >= 0.9); CPU per image (loader + server) "
+            f"local {local_cpu:.2f} ms, s3 {s3_cpu:.2f} ms"
         )
+        requests, got, wanted = fetched[sampling]
+        if args.workers == 0 and requests:
+            print(
+                f"  s3 ranged reads (last run): {requests} requests, {got / 2**20:.1f} MiB "
+                f"fetched for {wanted / 2**20:.1f} MiB of the samples read "
+                f"({got / max(wanted, 1):.2f}x)"
+            )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -279,6 +315,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--s3-samples", type=int, default=1500)
     ap.add_argument("--s3-batches", type=int, default=30)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--torch-threads", type=int, default=1, help="--s3 runs: torch threads")
     args = ap.parse_args(argv)
     if args.s3:
         s3_throughput(args)

@@ -8,9 +8,8 @@ fetches just its samples' ranges.
 
 Ranges of one visit are coalesced where the gap between neighbours is at most `MAX_GAP`, cut at
 sample boundaries into spans of at most `SPAN` bytes, and fetched `WINDOW` bytes at a time with
-fsspec's `cat_ranges` (concurrent requests on s3fs), the next window in flight while this one
-is parsed. A visit that reads a whole shard (`natural` sampling) so makes a few large requests,
-several at once.
+fsspec's `cat_ranges` (concurrent requests on s3fs). A visit that reads a whole shard (`natural` sampling) so makes a few large requests,
+two at a time; a visit's thread (train/prefetch.py) holds one window.
 
 Nothing in a range is trusted. Its bytes must parse (weakly_base.tar_reader) as exactly
 `{key}.jpg` then `{key}.json`, ending where the range ends; otherwise the sample is
@@ -26,7 +25,6 @@ from __future__ import annotations
 import io
 import threading
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from weakly_base.shard_format import iter_shard_records, member_names
@@ -42,9 +40,12 @@ from .sample_checks import (
     sampling_weight,
 )
 
-MAX_GAP = 64 << 10  # fetch the gap rather than pay another request (a round trip ~ 64 KiB)
-SPAN = 4 << 20  # the largest request (whole-shard reads cut into pieces fetched concurrently)
-WINDOW = 16 << 20  # bytes fetched at once per visit; one more window is in flight
+# A request costs the client ~4 ms of CPU (s3fs: signing, HTTP) and a server round trip; a MiB
+# more in one response ~3 ms of client CPU (BENCHMARKS.md, issue 16). So a gap of up to 1 MiB
+# between two wanted samples is fetched rather than paying for a second request.
+MAX_GAP = 1 << 20
+SPAN = 4 << 20  # the largest request: a whole-shard read is cut into pieces of this size
+WINDOW = 8 << 20  # a visit's requests made at once (concurrent on s3fs) and held in memory
 _END = b"\0" * (2 * BLOCK)  # an end-of-archive block after a range already checked whole
 
 
@@ -151,46 +152,13 @@ def parse_sample(data: bytes, key: str, max_member_bytes: int):
     return records[0]
 
 
-class _Fetcher:
-    """Windows of one visit fetched in order, the next in flight while one is used."""
-
-    def __init__(self, fs, path: str, windows: list[list[Span]], stats: FetchStats | None):
-        self.fs, self.path, self.windows, self.stats = fs, path, windows, stats
-        self.pool = ThreadPoolExecutor(1) if len(windows) > 1 else None
-        self.ahead: Future | None = None
-
-    def _get(self, k: int) -> list:
-        spans = self.windows[k]
-        got = self.fs.cat_ranges(
-            [self.path] * len(spans),
-            [s.start for s in spans],
-            [s.end for s in spans],
-            on_error="return",
-        )
-        if self.stats is not None:
-            self.stats.add(len(spans), sum(s.end - s.start for s in spans), 0)
-        return got
-
-    def window(self, k: int) -> list:
-        """Window k's span bytes (or per-span exceptions); windows are asked for in order."""
-        got = self.ahead.result() if self.ahead is not None else self._get(k)
-        self.ahead = None
-        if self.pool is not None and k + 1 < len(self.windows):
-            self.ahead = self.pool.submit(self._get, k + 1)
-        return got
-
-    def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=False, cancel_futures=True)
-
-
 def _fetch_problem(exc: BaseException, file: str) -> str:
     """A failed range request as a Skip detail, or re-raised when it is not about the shard
     (a network or permission error must stop the loader as a streamed read would)."""
     if isinstance(exc, FileNotFoundError):
         return f"{file}: not found"
     text = str(exc)
-    if "InvalidRange" in text or "416" in text or "Range Not Satisfiable" in text:
+    if any(s in text.lower() for s in ("not satisfiable", "invalidrange", "416")):
         return f"{file}: truncated: a range past the end of the shard ({text.splitlines()[0]})"
     raise exc
 
@@ -224,46 +192,53 @@ def read_ranged(
             done[i] = Skip(row.key, SHARD_UNREADABLE, _where(file, row.key, offset, size, problem))
         else:
             fetch.append(i)
-    spans = plan_spans([ranges[i] for i in fetch])
-    windows = plan_windows(spans)
+    fetch_at = {i: j for j, i in enumerate(fetch)}
+    spans = plan_spans([ranges[i] for i in fetch], MAX_GAP, SPAN)
+    windows = plan_windows(spans, WINDOW)
     if stats is not None:
         stats.add(0, 0, sum(ranges[i][1] for i in fetch))
-    fetcher = _Fetcher(fs, path, windows, stats)
-    try:
-        k = 0
-        for i in range(n):
-            while i not in done:
-                _parse_window(windows[k], fetcher.window(k), fetch, rows, ranges, done, file,
-                              num_classes, max_member_bytes)  # fmt: skip
-                k += 1
+    at = {j: (k, s) for k, window in enumerate(windows) for s, span in enumerate(window)
+          for j in span.items}  # fmt: skip
+    k, got = -1, []
+    for i in range(n):
+        if i in done:
             yield done.pop(i)
-    finally:
-        fetcher.close()
+            continue
+        j = fetch_at[i]
+        wk, si = at[j]
+        if wk != k:  # windows are used in order; one is held at a time
+            k, got = wk, _fetch(fs, path, windows[wk], stats)
+        yield _judge(file, rows[i], ranges[i], windows[wk][si], got[si], num_classes,
+                     max_member_bytes)  # fmt: skip
 
 
-def _parse_window(
-    spans, got, fetch, rows, ranges, done, file, num_classes, max_member_bytes
-) -> None:
-    for span, data in zip(spans, got, strict=True):
-        for j in span.items:
-            i = fetch[j]
-            row, (offset, size) = rows[i], ranges[i]
-            if isinstance(data, BaseException):
-                done[i] = Skip(row.key, SHARD_UNREADABLE, _fetch_problem(data, file))
-                continue
-            piece = data[offset - span.start : offset - span.start + size]
-            if len(piece) < size:
-                detail = f"the shard ends {size - len(piece)} bytes short of the range's end"
-                done[i] = Skip(
-                    row.key, SHARD_UNREADABLE, _where(file, row.key, offset, size, detail)
-                )
-                continue
-            try:
-                record = parse_sample(piece, row.key, max_member_bytes)
-            except RangeError as exc:
-                done[i] = Skip(row.key, SHARD_UNREADABLE, _where(file, row.key, offset, size, exc))
-                continue
-            done[i] = check_record(record, row, num_classes)
+def _fetch(fs, path: str, spans: list[Span], stats: FetchStats | None) -> list:
+    """The bytes of each span (or the exception its request ended with), requested at once."""
+    got = fs.cat_ranges(
+        [path] * len(spans), [s.start for s in spans], [s.end for s in spans], on_error="return"
+    )
+    if stats is not None:
+        stats.add(len(spans), sum(s.end - s.start for s in spans), 0)
+    return got
+
+
+def _judge(
+    file: str, row: IndexRow, where: tuple[int, int], span: Span, data, num_classes: int,
+    max_member_bytes: int,
+) -> Sample | Skip:  # fmt: skip
+    """One sample from its span's bytes, as a streamed read would judge it."""
+    offset, size = where
+    if isinstance(data, BaseException):
+        return Skip(row.key, SHARD_UNREADABLE, _fetch_problem(data, file))
+    piece = data[offset - span.start : offset - span.start + size]
+    if len(piece) < size:
+        short = f"the shard ends {size - len(piece)} bytes short of the range's end"
+        return Skip(row.key, SHARD_UNREADABLE, _where(file, row.key, offset, size, short))
+    try:
+        record = parse_sample(piece, row.key, max_member_bytes)
+    except RangeError as exc:
+        return Skip(row.key, SHARD_UNREADABLE, _where(file, row.key, offset, size, exc))
+    return check_record(record, row, num_classes)
 
 
 def _where(file: str, key: str, offset: int, size: int, problem: object) -> str:
