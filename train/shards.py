@@ -5,7 +5,9 @@ disk, member names are only matched against the key pattern, never used as paths
 or extended header costs more than its cap. What dataset.json and the shards table say is
 checked at open (train/dataset_meta.py); each shard's samples are its samples-index rows, with
 the tar's records checked against them (train/sample_checks.py), so one bad record costs one
-sample.
+sample. On an object store a visit's samples are fetched by the byte ranges the samples index
+gives them (train/ranged.py) when it has them; otherwise, and on a local disk, the tar is
+streamed and the other members skipped by seeking.
 """
 
 from __future__ import annotations

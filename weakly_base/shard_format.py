@@ -127,8 +127,9 @@ SAMPLES_SCHEMA = pa.schema(
 )
 # Where each sample lies in its tar: `offset` of its first member's header and `size`, the
 # bytes from there to the end of its last member's padded data (the `.jpg` and `.json` members
-# are contiguous). Written since format version 2 gained them; a part written before has
-# neither column and reads with them null (index_tables), and a reader then streams the tar.
+# are contiguous), so an object-store reader can fetch a sample alone. Added within format
+# version 2 without a version bump: a part written before has neither column and reads with
+# both null (weakly_base/index_tables.py), and a reader then streams the tar as before.
 SAMPLES_RANGE_COLUMNS = ("offset", "size")
 REJECTS_SCHEMA = pa.schema(
     [
