@@ -284,8 +284,12 @@ def s3_throughput(args) -> None:
             f"loader --sampling {sampling}, {args.s3_samples} JPEGs of 256-341 px, crop 224, "
             f"{args.workers} workers, {args.torch_threads} torch threads, best of "
             f"{args.repeats}: local {local_rate:.1f} img/s, s3 (moto) {s3_rate:.1f} img/s: "
-            f"{s3_rate / local_rate:.2f}x (goal >= 0.9); CPU per image (loader + server) "
-            f"local {local_cpu:.2f} ms, s3 {s3_cpu:.2f} ms"
+            f"{s3_rate / local_rate:.2f}x (goal >= 0.9)"
+            + (
+                f"; CPU per image (loader + server) local {local_cpu:.2f} ms, s3 {s3_cpu:.2f} ms"
+                if args.workers == 0  # workers' CPU is not this process's
+                else ""
+            )
         )
         requests, got, wanted = fetched[sampling]
         if args.workers == 0 and requests:

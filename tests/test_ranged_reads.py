@@ -7,6 +7,8 @@ and a range that does not hold its sample is reported, never trusted."""
 from __future__ import annotations
 
 import itertools
+import multiprocessing
+import os
 import tarfile
 from pathlib import Path
 
@@ -126,6 +128,30 @@ def test_s3_by_range_gives_the_local_batches_and_old_indexes_stream(s3_server, t
         assert (ds.sample_ranges(0) is not None) is ranged
     # and the Samples themselves, every other position of every shard, are the local ones
     assert _items(Dataset(url)) == _items(Dataset(str(local)))
+
+
+def _keys_in_child(ds: Dataset, conn) -> None:
+    try:
+        conn.send([x.key for x in ds.read_positions(0, [0, 1, 2]) if isinstance(x, Sample)])
+    except Exception as exc:  # noqa: BLE001 - sent to the test as text
+        conn.send(f"{type(exc).__name__}: {exc}")
+    os._exit(0)  # not the s3 client's exit handlers, which wait on its closed connections
+
+
+def test_a_forked_loader_worker_reads_by_range_from_s3(s3_server, tmp_path):
+    """A loader worker is a fork of a process whose s3 client is in use; the parent's client
+    is not fork-safe, so the worker's Dataset opens its own."""
+    local = build_fixture(tmp_path / "ds", samples=30, max_shard=10, seed=9)
+    url = s3_server.bucket("workers") + "/ds"
+    _upload(local, url)
+    ds = Dataset(url)
+    want = [x.key for x in ds.read_positions(0, [0, 1, 2])]
+    parent, child = multiprocessing.Pipe()
+    proc = multiprocessing.get_context("fork").Process(target=_keys_in_child, args=(ds, child))
+    proc.start()
+    got = parent.recv() if parent.poll(60) else "no answer"
+    proc.join(10)
+    assert got == want and len(want) == 3
 
 
 def test_damaged_members_give_the_local_skips_on_s3(s3_server, tmp_path):

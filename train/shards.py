@@ -13,6 +13,7 @@ streamed and the other members skipped by seeking.
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from collections.abc import Container, Iterator, Sequence
 
@@ -94,8 +95,8 @@ class Dataset:
     def __init__(self, url: str, split: str = "train") -> None:
         self.url = str(url).rstrip("/")
         self.split = split
-        self.store = Store.at(self.url)
-        self.fs, self.root = self.store.fs, self.store.full("")
+        self._open_store()
+        self.root = self._store.full("")
         meta_path = f"{self.root}/{DATASET_JSON}"
         if not self.fs.exists(meta_path):
             raise FileNotFoundError(
@@ -115,6 +116,22 @@ class Dataset:
         self.fetch_stats = FetchStats()  # what ranged reads (object stores) fetched
         self._rows_lock = threading.Lock()  # object-store read-ahead threads share the cache
         self._sizes = dict(zip(self.shards.files, self.shards.nbytes, strict=False))
+
+    def _open_store(self) -> None:
+        self._store, self._pid = Store.at(self.url), os.getpid()
+
+    @property
+    def store(self) -> Store:
+        """The dataset's store, opened again in a forked loader worker: the parent's s3fs
+        client (its event loop and connections) is not fork-safe, and fsspec hands a new
+        process a new one."""
+        if self._pid != os.getpid():
+            self._open_store()
+        return self._store
+
+    @property
+    def fs(self):
+        return self.store.fs
 
     @property
     def num_samples(self) -> int:
