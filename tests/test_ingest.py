@@ -113,7 +113,16 @@ def test_synth_ingest_dedup_and_format(ray_local, synth_data, lexicon_dir, tmp_p
         assert hashlib.sha256(path.read_bytes()).hexdigest() == shard["sha256"]
         with tarfile.open(path) as tar:
             names = tar.getnames()
-            assert all(m.mtime == 0 and m.uid == 0 for m in tar.getmembers())
+            members = tar.getmembers()
+            assert all(m.mtime == 0 and m.uid == 0 for m in members)
+        # each sample's index range: its .jpg header to the end of its .json's padded data
+        ranges = {
+            s["key"]: (s["offset"], s["size"]) for s in samples if s["shard"] == shard["file"]
+        }
+        assert ranges == {
+            jpg.name[:-4]: (jpg.offset, meta.offset_data + -(-meta.size // 512) * 512 - jpg.offset)
+            for jpg, meta in zip(members[::2], members[1::2], strict=True)
+        }
         keys = [n.rsplit(".", 1)[0] for n in names]
         assert keys[::2] == keys[1::2] and keys[::2] == sorted(keys[::2])  # contiguous, sorted
         weights = []
