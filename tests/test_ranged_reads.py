@@ -107,6 +107,8 @@ def test_s3_by_range_gives_the_local_batches_and_old_indexes_stream(s3_server, t
     local = build_fixture(tmp_path / "ds", samples=90, max_shard=20, seed=3)
     old = build_fixture(tmp_path / "old", samples=90, max_shard=20, seed=3, sample_ranges=False)
     assert "offset" not in pq.read_schema(next((old / "index" / "samples").glob("*.parquet")))
+    old_index = tables.read_index(old, tables.SAMPLES)  # the columns read as nulls
+    assert old_index.schema.equals(fmt.SAMPLES_SCHEMA) and old_index["size"].null_count == 90
     url, old_url = (s3_server.bucket(f"rng-{sampling}") + p for p in ("/ds", "/old"))
     _upload(local, url)
     _upload(old, old_url)

@@ -27,7 +27,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from weakly_base.shard_format import iter_shard_records, member_names
+from weakly_base.shard_format import TarRecord, iter_shard_records, member_names
 from weakly_base.tar_reader import BLOCK, TarError, iter_members
 
 from .sample_checks import (
@@ -129,7 +129,7 @@ def range_problem(offset: int, size: int, shard_bytes: int | None) -> str | None
     return None
 
 
-def parse_sample(data: bytes, key: str, max_member_bytes: int):
+def parse_sample(data: bytes, key: str, max_member_bytes: int) -> TarRecord:
     """The `TarRecord` of `key` from the bytes of its range. The range must hold exactly
     `{key}.jpg` then `{key}.json` and end where the second member's padded data ends; else
     RangeError (a wrong offset or size in the index lands on other bytes)."""
