@@ -274,11 +274,13 @@ class Dataset:
                 shard_bytes=self._sizes.get(file), max_member_bytes=max_member_bytes,
                 stats=self.fetch_stats,
             )  # fmt: skip
+            close = items.close
         else:
             keys = frozenset(r.key for r in chosen)
             records = self._records(file, max_member_bytes, keys)
             joined = join_shard(chosen, records, self.num_classes, weight_sum)
             items = (item for _, item in joined)
+            close = records.close  # the tar's handle, now, not when collected
         pairs = zip(wanted, items, strict=True)
         try:
             at, item = -1, None
@@ -287,7 +289,7 @@ class Dataset:
                     at, item = next(pairs)
                 yield item
         finally:
-            items.close()
+            close()
 
     def _visit_ranges(
         self, index: int, wanted: list[int], max_member_bytes: int
