@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageOps
 
+from . import fast_images
 from .phash import phash_array
 from .rejects import RowReject
 
@@ -129,16 +130,59 @@ def plain_jpeg(data: bytes, max_metadata: int = MAX_KEPT_METADATA) -> bool:
     return False
 
 
-def prepare_image(data: bytes, config: ImageConfig) -> PreparedImage:
+def prepare_image(data: bytes, config: ImageConfig, *, fast: bool = True) -> PreparedImage:
     """Decoded once: validated, hashed, resized and encoded. Raises ImageReject with a reason,
-    never anything else: whatever a malformed file makes Pillow raise costs that row only."""
+    never anything else: whatever a malformed file makes Pillow or OpenCV raise costs that row
+    only. Plain RGB JPEGs take the OpenCV path (`fast_images`) when OpenCV is installed and
+    `fast`; everything else, and anything that path declines, takes the Pillow path."""
     img = _open(data, config)
     try:
+        if fast and img.format == "JPEG" and img.mode == "RGB" and fast_images.available():
+            prepared = _prepare_fast(img, data, config)
+            if prepared is not None:
+                return prepared
         return _prepare(img, data, config)
     except ImageReject:
         raise
     except Exception as exc:
         raise ImageReject("corrupt_image", f"{type(exc).__name__}: {exc}"[:120]) from None
+
+
+def _orientation(img: Image.Image) -> int:
+    try:
+        return img.getexif().get(0x0112, 1)
+    except Exception:
+        return 1
+
+
+def _prepare_fast(img: Image.Image, data: bytes, config: ImageConfig) -> PreparedImage | None:
+    """The OpenCV path for a plain RGB JPEG; None when it declines (the caller falls back)."""
+    if not fast_images.jpeg_ends(data):
+        return None  # cut short, or odd structure: Pillow decides (and rejects a truncated file)
+    w, h = img.size
+    orientation = _orientation(img)
+    target = config.image_size
+    small_enough = config.resize_mode == "keep" or min(w, h) <= target
+    k = 1 if small_enough else fast_images.reduced_factor(w, h, target, DRAFT_MARGIN)
+    bgr = fast_images.decode_reduced(data, w, h, k)
+    if bgr is None:
+        return None  # OpenCV could not decode it as expected: Pillow decides
+    if not small_enough:
+        # The size the Pillow path computes from its decoded image (which it transposes first:
+        # resizing before the transpose, per-axis sigma, gives the same pixels transposed).
+        rh, rw = bgr.shape[:2]
+        scale = target / min(rw, rh)
+        size = (max(1, round(rw * scale)), max(1, round(rh * scale)))
+        bgr = fast_images.downscale(bgr, size)
+    bgr = fast_images.orient(bgr, orientation)
+    image_hash = phash_array(fast_images.to_gray(bgr))
+    height, width = bgr.shape[:2]
+    keep = config.keep_small_jpeg and small_enough and orientation == 1 and plain_jpeg(data)
+    if keep:
+        return PreparedImage(data, width, height, image_hash, True)
+    return PreparedImage(
+        fast_images.encode_jpeg(bgr, config.quality), width, height, image_hash, False
+    )
 
 
 def _prepare(img: Image.Image, data: bytes, config: ImageConfig) -> PreparedImage:

@@ -1,0 +1,215 @@
+"""The OpenCV image path for plain JPEGs: decode, antialiased downscale, encode.
+
+Why it exists: on one core it is ~1.9x Pillow's decode + antialiased bilinear + encode on
+~500 px photos, with the same aliasing bound and sharpness (benchmarks/image_path.py,
+BENCHMARKS.md). OpenCV's own downscales are not antialiased at the ratios ingest meets
+(INTER_LINEAR samples without a prefilter; INTER_AREA is a box filter, which aliases at
+non-integer ratios), so the low-pass is explicit: a Gaussian whose sigma follows the ratio,
+then INTER_LINEAR. libjpeg's DCT-scaled decode (IMREAD_REDUCED_*) is used only down to twice
+the target, the same rule as Pillow's `draft` on the other path: the scaled IDCT is a block
+average and aliases when it does the whole reduction.
+
+What it takes: only what it is sure to decode exactly like the Pillow path would. A JPEG that
+Pillow reads as 3-channel RGB (not greyscale, CMYK or multi-picture) and whose first scan is
+followed by an EOI marker (libjpeg fills a truncated scan with grey and OpenCV returns the
+partial image with a warning where Pillow raises; such files go to Pillow, which rejects them).
+Everything else, and anything OpenCV fails to decode to the expected size, returns None and the
+caller uses the Pillow path. Header checks (pixel cap, sides, aspect) run before this, on
+Pillow's parse of the header. EXIF orientation is applied here with the same transposes as
+`ImageOps.exif_transpose`, after the downscale (the filter is separable with per-axis sigma,
+so resizing first and transposing after gives the same pixels for less work).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+try:  # the `ingest` extra installs it; without it every image takes the Pillow path
+    import cv2
+except ImportError:  # pragma: no cover - exercised only where OpenCV is absent
+    cv2 = None
+
+# Total Gaussian blur of a downscale by ratio r, as sigma = k r input px (the prefilter plus
+# what the interpolation and any pyramid steps add). Chosen by benchmarks/image_path.py: at
+# 0.45 r the zone plates alias no more than Pillow bilinear (4.2 / 2.3 against 4.4 / 2.5
+# for the Pillow path) and gratings keep ~0.95 of Pillow bilinear's contrast at 0.5x and
+# 0.8x of the new Nyquist frequency; 0.4 r is as sharp as Pillow but aliases 7.5.
+SIGMA_PER_RATIO = 0.45
+# Ratios from which whole 2x steps go through pyrDown; below, one Gaussian at full size. From
+# 2.0 the pyramid alone blurs more than k r wants at ratios just over 2 (0.85 / 0.68 of
+# Pillow's contrast on the benchmark's gratings).
+PYRAMID_FROM = 2.5
+# A prefilter below this sigma changes almost nothing and is skipped.
+MIN_SIGMA = 0.25
+# Variance (input px^2) that INTER_LINEAR's triangle interpolation contributes by itself.
+_LINEAR_VARIANCE = 1.0 / 6.0
+# What the final interpolation of `downscale` is counted as adding (bicubic: set by benchmark).
+INTERPOLATION_VARIANCE = (
+    {cv2.INTER_LINEAR: _LINEAR_VARIANCE, cv2.INTER_CUBIC: 1.0 / 12.0} if cv2 is not None else {}
+)
+
+REDUCED_FLAGS = (
+    {
+        1: cv2.IMREAD_COLOR,
+        2: cv2.IMREAD_REDUCED_COLOR_2,
+        4: cv2.IMREAD_REDUCED_COLOR_4,
+        8: cv2.IMREAD_REDUCED_COLOR_8,
+    }
+    if cv2 is not None
+    else {}
+)
+
+# EXIF orientation -> array op on an H x W x C image (the transposes `ImageOps.exif_transpose`
+# applies: 2 mirror, 3 rotate 180, 4 flip, 5 transpose, 6 rotate 270, 7 transverse, 8 rotate 90).
+_ORIENT = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.transpose(1, 0, 2),
+    6: lambda a: a.transpose(1, 0, 2)[:, ::-1],
+    7: lambda a: a.transpose(1, 0, 2)[::-1, ::-1],
+    8: lambda a: a.transpose(1, 0, 2)[::-1],
+}
+
+
+def available() -> bool:
+    return cv2 is not None
+
+
+def reduced_factor(w: int, h: int, target: int, margin: float) -> int:
+    """Largest libjpeg scale 1/k (k in 8, 4, 2) whose shorter side stays >= margin x target;
+    1 when none does. Matches Pillow's `draft` for the same request."""
+    short = min(w, h)
+    for k in (8, 4, 2):
+        if short // k >= margin * target:
+            return k
+    return 1
+
+
+def jpeg_ends(data: bytes) -> bool:
+    """True when the JPEG's segments parse up to its first scan and an EOI marker follows it.
+
+    An entropy-coded scan cannot contain FF D9 (a data FF is stuffed as FF 00), so an EOI after
+    the first scan means the image data was not cut short. Odd structure counts as False: the
+    caller then takes the Pillow path, which is always safe."""
+    n, i = len(data), 2
+    if not data.startswith(b"\xff\xd8"):
+        return False
+    while i + 4 <= n:
+        if data[i] != 0xFF:
+            return False
+        marker = data[i + 1]
+        if marker == 0xFF:
+            i += 1
+            continue
+        length = int.from_bytes(data[i + 2 : i + 4], "big")
+        if length < 2:
+            return False
+        if marker == 0xDA:
+            return data.find(b"\xff\xd9", i + 2 + length) != -1
+        i += 2 + length
+    return False
+
+
+def _sigma(ratio: float, k: float, carried: float) -> float:
+    """Prefilter sigma (px of the image it runs on) for a `ratio` downscale whose total blur
+    should be k x ratio, less what earlier steps and the interpolation add (`carried`)."""
+    return math.sqrt(max(0.0, (k * ratio) ** 2 - carried))
+
+
+def _ksize(sigma: float) -> int:
+    """Odd kernel size reaching 2.5 sigma: 5 taps up to sigma 0.8, where OpenCV's fixed-point
+    small-kernel path applies (a 7-tap kernel costs ~2x)."""
+    return 2 * math.ceil(2.5 * sigma - 1e-9) + 1 if sigma > 0 else 1
+
+
+def _blur(img: np.ndarray, sx: float, sy: float) -> np.ndarray:
+    if sx < MIN_SIGMA and sy < MIN_SIGMA:
+        return img
+    sx, sy = max(sx, 1e-3), max(sy, 1e-3)
+    return cv2.GaussianBlur(img, (_ksize(sx), _ksize(sy)), sigmaX=sx, sigmaY=sy)
+
+
+def gaussian_linear(img: np.ndarray, size: tuple[int, int], k: float = SIGMA_PER_RATIO):
+    """Downscale `img` to `size` (w, h) in one step: Gaussian low-pass with sigma k x ratio per
+    axis (less what the interpolation adds), then INTER_LINEAR, whose sampling grid is
+    Pillow's (output pixel u centred on input (u + 0.5) x ratio - 0.5)."""
+    h, w = img.shape[:2]
+    carried = _LINEAR_VARIANCE
+    img = _blur(img, _sigma(w / size[0], k, carried), _sigma(h / size[1], k, carried))
+    return cv2.resize(img, size, interpolation=cv2.INTER_LINEAR)
+
+
+def downscale(
+    img: np.ndarray,
+    size: tuple[int, int],
+    *,
+    k: float = SIGMA_PER_RATIO,
+    pyramid_from: float = PYRAMID_FROM,
+    final: int | None = None,
+) -> np.ndarray:
+    """Antialiased downscale of `img` to `size` (w, h) on Pillow's sampling grid.
+
+    Below `pyramid_from` (either axis): `gaussian_linear`. From it: whole 2x steps by `pyrDown`
+    (a 5-tap binomial, variance 1 px^2, computed only at the kept pixels: ~4x cheaper than a
+    blur at full size) while the ratio left is still >= `pyramid_from`, then a Gaussian at the
+    reduced size for the rest of the blur that k x ratio calls for (the pyramid's counted),
+    then bicubic (`final`) interpolation by `warpAffine`, with the offset that puts each output
+    pixel where Pillow's grid has it (pyrDown centres its pixel j on input 2j, not 2j + 0.5).
+    Bicubic because linear interpolation on the coarser grid blurs on top of the pyramid: it
+    lost ~10% of the contrast at 0.8x Nyquist against Pillow bilinear."""
+    h0, w0 = img.shape[:2]
+    rx, ry = w0 / size[0], h0 / size[1]
+    if rx < pyramid_from or ry < pyramid_from:
+        return gaussian_linear(img, size, k)
+    level, carried = 0, 0.0
+    while rx / (1 << level) >= pyramid_from and ry / (1 << level) >= pyramid_from:
+        img = cv2.pyrDown(img)
+        level += 1
+        carried = (carried + 1.0) / 4.0  # the pyramid's variance so far, in this level's px^2
+    f = float(1 << level)
+    interpolation = cv2.INTER_CUBIC if final is None else final
+    carried += INTERPOLATION_VARIANCE.get(interpolation, 0.0)
+    img = _blur(img, _sigma(rx / f, k, carried), _sigma(ry / f, k, carried))
+    # Output pixel u sits at input x0 = (u + 0.5) rx - 0.5; pyramid pixel j at input f j.
+    m = np.array([[rx / f, 0.0, (0.5 * rx - 0.5) / f], [0.0, ry / f, (0.5 * ry - 0.5) / f]])
+    return cv2.warpAffine(
+        img,
+        m,
+        size,
+        flags=interpolation | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_REPLICATE,
+    )
+
+
+def decode_reduced(data: bytes, w: int, h: int, k: int) -> np.ndarray | None:
+    """BGR pixels of a w x h JPEG, DCT-scaled by 1/k (k in 1, 2, 4, 8), EXIF ignored; None
+    when OpenCV fails or returns an unexpected size."""
+    flag = REDUCED_FLAGS[k] | cv2.IMREAD_IGNORE_ORIENTATION
+    try:
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
+    except cv2.error:
+        return None
+    if img is None or img.ndim != 3 or img.shape != (-(-h // k), -(-w // k), 3):
+        return None
+    return img
+
+
+def orient(img: np.ndarray, orientation: int) -> np.ndarray:
+    op = _ORIENT.get(orientation)
+    return np.ascontiguousarray(op(img)) if op is not None else img
+
+
+def encode_jpeg(bgr: np.ndarray, quality: int) -> bytes:
+    ok, buf = cv2.imencode(".jpg", bgr, [int(cv2.IMWRITE_JPEG_QUALITY), quality])
+    if not ok:
+        raise ValueError("cv2.imencode failed")
+    return buf.tobytes()
+
+
+def to_gray(bgr: np.ndarray) -> np.ndarray:
+    """ITU-R 601 luma, the weights Pillow's "L" uses (OpenCV rounds in 14-bit fixed point,
+    Pillow in 16-bit: a level apart at most), for the perceptual hash."""
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
