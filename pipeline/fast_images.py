@@ -10,9 +10,10 @@ the target, the same rule as Pillow's `draft` on the other path: the scaled IDCT
 average and aliases when it does the whole reduction.
 
 What it takes: only what it is sure to decode exactly like the Pillow path would. A JPEG that
-Pillow reads as 3-channel RGB (not greyscale, CMYK or multi-picture) and whose first scan is
-followed by an EOI marker (libjpeg fills a truncated scan with grey and OpenCV returns the
-partial image with a warning where Pillow raises; such files go to Pillow, which rejects them).
+Pillow reads as 3-channel RGB (not greyscale, CMYK or multi-picture) and whose marker structure
+is whole up to an EOI (libjpeg fills a truncated scan with grey and OpenCV returns the partial
+image with a warning where Pillow raises, and the same when a stray marker interrupts a scan:
+`jpeg_well_formed` sends such files to Pillow, which rejects them as it always has).
 Everything else, and anything OpenCV fails to decode to the expected size, returns None and the
 caller uses the Pillow path. Header checks (pixel cap, sides, aspect) run before this, on
 Pillow's parse of the header. EXIF orientation is applied here with the same transposes as
@@ -23,6 +24,7 @@ so resizing first and transposing after gives the same pixels for less work).
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 
@@ -88,29 +90,54 @@ def reduced_factor(w: int, h: int, target: int, margin: float) -> int:
     return 1
 
 
-def jpeg_ends(data: bytes) -> bool:
-    """True when the JPEG's segments parse up to its first scan and an EOI marker follows it.
+# In entropy-coded data a data FF is stuffed as FF 00 and restart markers are FF D0-D7; FF FF
+# is fill. Any other FF xx is a marker: the end of the scan.
+_MARKER = re.compile(rb"\xff+([^\x00\xd0-\xd7\xff])")
+# Segments that may follow a scan before the next one (or before EOI): DHT, DQT, DRI, SOS, COM,
+# APPn. Anything else after the first scan (a second SOF, DNL, an unknown marker) is declined.
+_BETWEEN_SCANS = frozenset([0xC4, 0xDB, 0xDD, 0xDA, 0xFE, *range(0xE0, 0xF0)])
 
-    An entropy-coded scan cannot contain FF D9 (a data FF is stuffed as FF 00), so an EOI after
-    the first scan means the image data was not cut short. Odd structure counts as False: the
-    caller then takes the Pillow path, which is always safe."""
+
+def jpeg_well_formed(data: bytes) -> bool:
+    """True when the JPEG's marker structure is one libjpeg decodes without complaint: header
+    segments up to the first scan, then scans separated only by table/restart/comment segments,
+    then an EOI marker (what follows it is ignored, as every decoder does).
+
+    Why: OpenCV returns whatever libjpeg produced when the data ends early or a stray marker
+    interrupts a scan (the rest is filled grey, a warning goes to stderr), where Pillow raises.
+    A file that fails this check goes to the Pillow path, which then accepts or rejects it as it
+    always has; odd structure counts as False, which is always safe."""
     n, i = len(data), 2
     if not data.startswith(b"\xff\xd8"):
         return False
-    while i + 4 <= n:
+    while i + 4 <= n:  # header segments, up to and including the first SOS
         if data[i] != 0xFF:
             return False
         marker = data[i + 1]
-        if marker == 0xFF:
+        if marker == 0xFF:  # fill byte
             i += 1
             continue
         length = int.from_bytes(data[i + 2 : i + 4], "big")
         if length < 2:
             return False
-        if marker == 0xDA:
-            return data.find(b"\xff\xd9", i + 2 + length) != -1
         i += 2 + length
-    return False
+        if marker == 0xDA:
+            break
+    else:
+        return False
+    while True:  # entropy-coded data and the segments between scans
+        found = _MARKER.search(data, i)
+        if found is None:
+            return False  # cut short: no EOI
+        marker, at = found.group(1)[0], found.start(1) - 1
+        if marker == 0xD9:
+            return True
+        if marker not in _BETWEEN_SCANS or at + 4 > n:
+            return False
+        length = int.from_bytes(data[at + 2 : at + 4], "big")
+        if length < 2:
+            return False
+        i = at + 2 + length
 
 
 def _sigma(ratio: float, k: float, carried: float) -> float:

@@ -157,7 +157,7 @@ def _orientation(img: Image.Image) -> int:
 
 def _prepare_fast(img: Image.Image, data: bytes, config: ImageConfig) -> PreparedImage | None:
     """The OpenCV path for a plain RGB JPEG; None when it declines (the caller falls back)."""
-    if not fast_images.jpeg_ends(data):
+    if not fast_images.jpeg_well_formed(data):
         return None  # cut short, or odd structure: Pillow decides (and rejects a truncated file)
     w, h = img.size
     orientation = _orientation(img)
