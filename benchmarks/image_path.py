@@ -228,6 +228,28 @@ def make_corpus(work: Path, size: int, n: int) -> list[bytes]:
     return [p.read_bytes() for p in paths]
 
 
+def hash_agreement(corpus: list[bytes]) -> str:
+    """Bits by which ingest's hash (from the reduced image) differs from `phash(bytes)` (what
+    an eval index stores), on the OpenCV path and on the Pillow path, and between the two."""
+    from pipeline.images import ImageConfig, prepare_image
+    from pipeline.phash import phash
+
+    config = ImageConfig(image_size=TARGET, quality=QUALITY, keep_small_jpeg=False)
+    rows = []
+    for data in corpus:
+        ref = phash(data)
+        new = prepare_image(data, config).phash
+        old = prepare_image(data, config, fast=False).phash
+        rows.append(
+            [bin(ref ^ new).count("1"), bin(ref ^ old).count("1"), bin(new ^ old).count("1")]
+        )
+    a = np.array(rows)
+    names = ("OpenCV path vs phash(bytes)", "Pillow path vs phash(bytes)", "OpenCV vs Pillow path")
+    return "; ".join(
+        f"{n}: mean {a[:, i].mean():.2f}, max {a[:, i].max()} bits" for i, n in enumerate(names)
+    )
+
+
 def speed(variants: dict, corpus: list[bytes], repeats: int) -> dict[str, float]:
     best = {name: 0.0 for name in variants}
     for _ in range(repeats):
@@ -282,6 +304,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         + ", ".join(f"{quality[base][f'sharp {f}']:.1f} at {f} Nyquist" for f in SHARPNESS_AT)
         + " (of 100)"
     )
+    print("hash bits apart (all photos): " + hash_agreement(small + large))
     print("| " + " | ".join(rows[0]) + " |")
     print("|" + " --- |" * len(rows[0]))
     for row in rows:
