@@ -24,7 +24,6 @@ so resizing first and transposing after gives the same pixels for less work).
 from __future__ import annotations
 
 import math
-import re
 
 import numpy as np
 
@@ -32,26 +31,31 @@ try:  # the `ingest` extra installs it; without it every image takes the Pillow 
     import cv2
 except ImportError:  # pragma: no cover - exercised only where OpenCV is absent
     cv2 = None
+else:
+    # One image per task on one core: Ray runs one worker per CPU, so OpenCV's own thread pool
+    # (all cores by default) would only oversubscribe them.
+    cv2.setNumThreads(1)
 
 # Total Gaussian blur of a downscale by ratio r, as sigma = k r input px (the prefilter plus
-# what the interpolation and any pyramid steps add). Chosen by benchmarks/image_path.py: at
-# 0.45 r the zone plates alias no more than Pillow bilinear (4.2 / 2.3 against 4.4 / 2.5
-# for the Pillow path) and gratings keep ~0.95 of Pillow bilinear's contrast at 0.5x and
-# 0.8x of the new Nyquist frequency; 0.4 r is as sharp as Pillow but aliases 7.5.
-SIGMA_PER_RATIO = 0.45
+# what the interpolation and any pyramid steps add). Chosen by benchmarks/image_path.py against
+# the Pillow path (JPEG draft to 2x + Pillow bilinear): at 0.44 r the 600 / 2048 px zone plates
+# alias 4.4 / 2.7 (Pillow path 4.4 / 2.5) and sine gratings keep 0.95-1.0 of the contrast
+# Pillow's bilinear keeps at 0.5x and 0.8x of the new Nyquist frequency; 0.40 r is sharper
+# still but aliases 7.4, 0.45 r aliases 3.9 for ~2% less contrast.
+SIGMA_PER_RATIO = 0.44
 # Ratios from which whole 2x steps go through pyrDown; below, one Gaussian at full size. From
 # 2.0 the pyramid alone blurs more than k r wants at ratios just over 2 (0.85 / 0.68 of
-# Pillow's contrast on the benchmark's gratings).
-PYRAMID_FROM = 2.5
+# Pillow's contrast on the benchmark's gratings); from 3.0 the pyramid step leaves >= 1.5 to
+# the last step and a full-size Gaussian up to 3.0 still fits 7 taps.
+PYRAMID_FROM = 3.0
+# Half-width of the Gaussian kernel in sigmas: 2.0 keeps 5 taps up to sigma 1.0 (ratio ~2.4),
+# where OpenCV's fixed-point small-kernel path applies (7 taps cost ~1.5x); it measured no
+# more aliasing than 2.5 (benchmarks/image_path.py).
+KERNEL_REACH = 2.0
 # A prefilter below this sigma changes almost nothing and is skipped.
 MIN_SIGMA = 0.25
 # Variance (input px^2) that INTER_LINEAR's triangle interpolation contributes by itself.
 _LINEAR_VARIANCE = 1.0 / 6.0
-# What the final interpolation of `downscale` is counted as adding (bicubic: set by benchmark).
-INTERPOLATION_VARIANCE = (
-    {cv2.INTER_LINEAR: _LINEAR_VARIANCE, cv2.INTER_CUBIC: 1.0 / 12.0} if cv2 is not None else {}
-)
-
 REDUCED_FLAGS = (
     {
         1: cv2.IMREAD_COLOR,
@@ -90,12 +94,14 @@ def reduced_factor(w: int, h: int, target: int, margin: float) -> int:
     return 1
 
 
-# In entropy-coded data a data FF is stuffed as FF 00 and restart markers are FF D0-D7; FF FF
-# is fill. Any other FF xx is a marker: the end of the scan.
-_MARKER = re.compile(rb"\xff+([^\x00\xd0-\xd7\xff])")
 # Segments that may follow a scan before the next one (or before EOI): DHT, DQT, DRI, SOS, COM,
 # APPn. Anything else after the first scan (a second SOF, DNL, an unknown marker) is declined.
-_BETWEEN_SCANS = frozenset([0xC4, 0xDB, 0xDD, 0xDA, 0xFE, *range(0xE0, 0xF0)])
+_BETWEEN_SCANS = np.zeros(256, dtype=bool)
+_BETWEEN_SCANS[[0xC4, 0xDB, 0xDD, 0xDA, 0xFE, *range(0xE0, 0xF0)]] = True
+# In entropy-coded data a data FF is stuffed as FF 00, restart markers are FF D0-D7 and FF FF is
+# fill: none of these ends a scan.
+_IN_SCAN = np.zeros(256, dtype=bool)
+_IN_SCAN[[0x00, *range(0xD0, 0xD8), 0xFF]] = True
 
 
 def jpeg_well_formed(data: bytes) -> bool:
@@ -106,7 +112,8 @@ def jpeg_well_formed(data: bytes) -> bool:
     Why: OpenCV returns whatever libjpeg produced when the data ends early or a stray marker
     interrupts a scan (the rest is filled grey, a warning goes to stderr), where Pillow raises.
     A file that fails this check goes to the Pillow path, which then accepts or rejects it as it
-    always has; odd structure counts as False, which is always safe."""
+    always has; odd structure counts as False, which is always safe. The marker search is one
+    vectorised pass (~0.05 ms for 50 kB, where a regex took 1 ms)."""
     n, i = len(data), 2
     if not data.startswith(b"\xff\xd8"):
         return False
@@ -125,19 +132,25 @@ def jpeg_well_formed(data: bytes) -> bool:
             break
     else:
         return False
-    while True:  # entropy-coded data and the segments between scans
-        found = _MARKER.search(data, i)
-        if found is None:
-            return False  # cut short: no EOI
-        marker, at = found.group(1)[0], found.start(1) - 1
+    if i >= n:
+        return False
+    raw = np.frombuffer(data, dtype=np.uint8, offset=i)
+    at = np.flatnonzero(raw[:-1] == 0xFF)
+    # Every FF xx that ends a scan, in file order (a run of fill FFs counts once, at its end).
+    markers = at[~_IN_SCAN[raw[at + 1]]] + i
+    for pos in markers.tolist():
+        if pos < i:
+            continue  # inside a segment skipped below
+        marker = data[pos + 1]
         if marker == 0xD9:
             return True
-        if marker not in _BETWEEN_SCANS or at + 4 > n:
+        if not _BETWEEN_SCANS[marker] or pos + 4 > n:
             return False
-        length = int.from_bytes(data[at + 2 : at + 4], "big")
+        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
         if length < 2:
             return False
-        i = at + 2 + length
+        i = pos + 2 + length
+    return False
 
 
 def _sigma(ratio: float, k: float, carried: float) -> float:
@@ -146,10 +159,18 @@ def _sigma(ratio: float, k: float, carried: float) -> float:
     return math.sqrt(max(0.0, (k * ratio) ** 2 - carried))
 
 
+def _linear_variance(n_in: int, n_out: int) -> float:
+    """Blur (px^2) that linear interpolation from n_in to n_out samples adds, averaged over the
+    output: a sample at fractional position p mixes its neighbours with weights 1 - p and p,
+    variance p (1 - p). 1/6 for a ratio that cycles through every phase; 1/4 at exactly 2x,
+    where every sample falls half-way (counting 1/6 there blurred the 2048 px grating ~5%)."""
+    p = ((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5) % 1.0
+    return float((p * (1.0 - p)).mean())
+
+
 def _ksize(sigma: float) -> int:
-    """Odd kernel size reaching 2.5 sigma: 5 taps up to sigma 0.8, where OpenCV's fixed-point
-    small-kernel path applies (a 7-tap kernel costs ~2x)."""
-    return 2 * math.ceil(2.5 * sigma - 1e-9) + 1 if sigma > 0 else 1
+    """Odd kernel size reaching KERNEL_REACH sigma."""
+    return 2 * math.ceil(KERNEL_REACH * sigma - 1e-9) + 1 if sigma > 0 else 1
 
 
 def _blur(img: np.ndarray, sx: float, sy: float) -> np.ndarray:
@@ -164,8 +185,9 @@ def gaussian_linear(img: np.ndarray, size: tuple[int, int], k: float = SIGMA_PER
     axis (less what the interpolation adds), then INTER_LINEAR, whose sampling grid is
     Pillow's (output pixel u centred on input (u + 0.5) x ratio - 0.5)."""
     h, w = img.shape[:2]
-    carried = _LINEAR_VARIANCE
-    img = _blur(img, _sigma(w / size[0], k, carried), _sigma(h / size[1], k, carried))
+    sx = _sigma(w / size[0], k, _linear_variance(w, size[0]))
+    sy = _sigma(h / size[1], k, _linear_variance(h, size[1]))
+    img = _blur(img, sx, sy)
     return cv2.resize(img, size, interpolation=cv2.INTER_LINEAR)
 
 
@@ -175,7 +197,6 @@ def downscale(
     *,
     k: float = SIGMA_PER_RATIO,
     pyramid_from: float = PYRAMID_FROM,
-    final: int | None = None,
 ) -> np.ndarray:
     """Antialiased downscale of `img` to `size` (w, h) on Pillow's sampling grid.
 
@@ -183,10 +204,10 @@ def downscale(
     (a 5-tap binomial, variance 1 px^2, computed only at the kept pixels: ~4x cheaper than a
     blur at full size) while the ratio left is still >= `pyramid_from`, then a Gaussian at the
     reduced size for the rest of the blur that k x ratio calls for (the pyramid's counted),
-    then bicubic (`final`) interpolation by `warpAffine`, with the offset that puts each output
-    pixel where Pillow's grid has it (pyrDown centres its pixel j on input 2j, not 2j + 0.5).
-    Bicubic because linear interpolation on the coarser grid blurs on top of the pyramid: it
-    lost ~10% of the contrast at 0.8x Nyquist against Pillow bilinear."""
+    then linear interpolation by `warpAffine` with the offset that puts each output pixel
+    where Pillow's grid has it: pyrDown centres its pixel j on input 2j, not 2j + 0.5, so a
+    plain `resize` from the pyramid would sit up to ~0.2 output px off (bicubic `warpAffine`
+    would be sharper but cost 2-3 ms)."""
     h0, w0 = img.shape[:2]
     rx, ry = w0 / size[0], h0 / size[1]
     if rx < pyramid_from or ry < pyramid_from:
@@ -197,8 +218,7 @@ def downscale(
         level += 1
         carried = (carried + 1.0) / 4.0  # the pyramid's variance so far, in this level's px^2
     f = float(1 << level)
-    interpolation = cv2.INTER_CUBIC if final is None else final
-    carried += INTERPOLATION_VARIANCE.get(interpolation, 0.0)
+    carried += _LINEAR_VARIANCE
     img = _blur(img, _sigma(rx / f, k, carried), _sigma(ry / f, k, carried))
     # Output pixel u sits at input x0 = (u + 0.5) rx - 0.5; pyramid pixel j at input f j.
     m = np.array([[rx / f, 0.0, (0.5 * rx - 0.5) / f], [0.0, ry / f, (0.5 * ry - 0.5) / f]])
@@ -206,7 +226,7 @@ def downscale(
         img,
         m,
         size,
-        flags=interpolation | cv2.WARP_INVERSE_MAP,
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
         borderMode=cv2.BORDER_REPLICATE,
     )
 
