@@ -1,14 +1,24 @@
 """Decode once, validate, resize, encode: the per-image work of pass 2.
 
-The downscale is chosen by measurement (benchmarks/aliasing.py, BENCHMARKS.md): speed per core
-on real photos, and aliasing on zone plates, where rings finer than the new resolution must
-fade to flat grey. A JPEG is decoded at the smallest libjpeg DCT scale (Pillow's `draft`) that
-still leaves at least twice the target size, then resized with Pillow's antialiased bilinear
-filter. Decoding straight to the target size is faster but the DCT scaling is a block average,
-which aliases (a 600 px zone plate keeps grey-level std 14 of 127.5 where it should be flat;
-2x leaves 4); bicubic costs ~1.3x more per image for a little less aliasing (3.7 vs 4.4).
-The decoded image is oriented by EXIF, validated, hashed from the reduced pixels, and encoded
-once.
+The downscale is chosen by measurement (benchmarks/image_path.py, benchmarks/aliasing.py,
+BENCHMARKS.md): speed per core on real photos, aliasing on zone plates (rings finer than the
+new resolution must fade to flat grey) and the contrast sine gratings keep below the new
+Nyquist frequency. Two paths make the same image:
+
+- Plain RGB JPEGs (most of a web crawl) take OpenCV (`fast_images`): libjpeg's DCT-scaled
+  decode down to no less than twice the target, a Gaussian prefilter whose sigma follows the
+  ratio, linear interpolation on Pillow's sampling grid, OpenCV's JPEG encode: ~1.5x the
+  Pillow path per core at ~500 px, with the same aliasing (4.4 / 2.7 on the 600 / 2048 px
+  plates against 4.4 / 2.5) and 0.95-1.0 of its contrast.
+- Everything else (PNG, WEBP, ..., greyscale or CMYK JPEGs, any JPEG whose marker structure
+  is not whole, anything OpenCV fails on) takes Pillow: `draft` to the smallest DCT scale
+  that keeps at least twice the target size, then Pillow's antialiased bilinear filter.
+  Decoding straight to the target size is faster but the DCT scaling is a block average,
+  which aliases (a 600 px zone plate keeps grey-level std 14 of 127.5 where it should be
+  flat; 2x leaves 4).
+
+Either way the decoded image is oriented by EXIF, validated, hashed from the reduced pixels
+(the two paths' hashes differ by 0.2 bits on average), and encoded once.
 """
 
 from __future__ import annotations
