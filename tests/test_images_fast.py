@@ -11,6 +11,7 @@ import io
 
 import numpy as np
 import pytest
+from bench_tools import load_benchmark
 from ingest_fixtures import encode, photo
 from PIL import Image
 
@@ -205,3 +206,22 @@ def test_both_paths_agree_on_every_mutated_jpeg():
         assert outcomes[0] == outcomes[1], outcomes
         seen.add(outcomes[0][0])
     assert {"ok", "corrupt_image"} <= seen
+
+
+def test_fast_path_is_antialiased_and_keeps_contrast():
+    """Zone plates through the OpenCV path alone: rings beyond the new resolution fade (<= 10 of
+    127.5, issue 17's bound); and a grating at half the new Nyquist frequency keeps at least
+    0.9 of the contrast Pillow's bilinear keeps, so the low aliasing is not bought by blur."""
+    aliasing = load_benchmark("aliasing")
+    bench = load_benchmark("image_path")
+    config = ImageConfig(image_size=256, keep_small_jpeg=False)
+    for side in (400, 600, 2048):
+        plate = aliasing.encoded(aliasing.zone_plate(side), "JPEG")
+        out = _fast(plate, config)
+        assert out is not None
+        assert aliasing.aliasing(Image.open(io.BytesIO(out.jpeg)), side) <= 10
+        grating = bench.grating(side, 0.25, axis=1)
+        ours = _fast(aliasing.encoded(grating, "JPEG"), config)
+        kept = bench.amplitude(Image.open(io.BytesIO(ours.jpeg)), 0.25, axis=1)
+        ref = grating.resize((256, 256), Image.Resampling.BILINEAR)
+        assert kept >= 0.9 * bench.amplitude(ref, 0.25, axis=1)
