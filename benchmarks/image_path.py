@@ -18,7 +18,7 @@ antialiased downscale, encode. For each one this prints
 Why OpenCV's own filters are not enough: INTER_AREA is a box filter (aliases at non-integer
 ratios, img2dataset's 13.3 on the 600 px plate) and INTER_LINEAR samples without any
 prefilter. The antialiased OpenCV candidates add the low-pass themselves: a Gaussian whose
-sigma follows the ratio, optionally after whole 2x `pyrDown` steps, then INTER_LINEAR.
+sigma follows the ratio, then INTER_LINEAR or INTER_CUBIC, or whole 2x `pyrDown` steps first.
 
     PYTHONPATH=. python benchmarks/image_path.py [--n 150] [--n-large 30] [--repeats 3]
         [--work DIR] [--only SUBSTRING]
@@ -133,9 +133,9 @@ def opencv_variants() -> dict:
     def linear(img, size):
         return cv2.resize(img, size, interpolation=cv2.INTER_LINEAR)
 
-    def gauss(k: float):
+    def gauss(k: float, interpolation: int):
         def resize(img, size):
-            return fast_images.gaussian_linear(img, size, k)
+            return fast_images.gaussian_resize(img, size, k, interpolation)
 
         return resize
 
@@ -150,8 +150,14 @@ def opencv_variants() -> dict:
         "opencv INTER_LINEAR (no prefilter)": make(linear, None),
         "opencv reduced to 2x + INTER_AREA": make(area),
     }
-    for k in (0.4, 0.44, 0.5):
-        variants[f"opencv reduced to 2x + gaussian {k}r + INTER_LINEAR"] = make(gauss(k))
+    for k in (0.45, 0.5, 0.55):
+        variants[f"opencv reduced to 2x + gaussian {k}r + INTER_LINEAR"] = make(
+            gauss(k, cv2.INTER_LINEAR)
+        )
+    for k in (0.42, 0.45, 0.48):
+        variants[f"opencv reduced to 2x + gaussian {k}r + INTER_CUBIC"] = make(
+            gauss(k, cv2.INTER_CUBIC)
+        )
     k = fast_images.SIGMA_PER_RATIO
     for start in (2.0, 3.0):
         name = f"opencv reduced to 2x + pyrDown from {start}x + gaussian {k}r + linear"

@@ -36,25 +36,24 @@ else:
     # (all cores by default) would only oversubscribe them.
     cv2.setNumThreads(1)
 
-# Total Gaussian blur of a downscale by ratio r, as sigma = k r input px (the prefilter plus
-# what the interpolation and any pyramid steps add). Chosen by benchmarks/image_path.py against
-# the Pillow path (JPEG draft to 2x + Pillow bilinear): at 0.44 r the 600 / 2048 px zone plates
-# alias 4.4 / 2.7 (Pillow path 4.4 / 2.5) and sine gratings keep 0.95-1.0 of the contrast
-# Pillow's bilinear keeps at 0.5x and 0.8x of the new Nyquist frequency; 0.40 r is sharper
-# still but aliases 7.4, 0.45 r aliases 3.9 for ~2% less contrast.
-SIGMA_PER_RATIO = 0.44
+# Total Gaussian blur of a downscale by ratio r, as sigma = k r input px (the prefilter, plus
+# on the pyramid path what pyrDown and the final linear interpolation add). Chosen by
+# benchmarks/image_path.py against the Pillow path (JPEG draft to 2x + Pillow bilinear); the
+# figures are in BENCHMARKS.md ("The image path").
+SIGMA_PER_RATIO = 0.45
 # Ratios from which whole 2x steps go through pyrDown; below, one Gaussian at full size. From
-# 2.0 the pyramid alone blurs more than k r wants at ratios just over 2 (0.85 / 0.68 of
-# Pillow's contrast on the benchmark's gratings); from 3.0 the pyramid step leaves >= 1.5 to
-# the last step and a full-size Gaussian up to 3.0 still fits 7 taps.
+# 2.0 the pyramid alone blurs more than k r wants at ratios just over 2 (~0.7 of Pillow's
+# contrast at 0.8x Nyquist); from 3.0 the pyramid step leaves >= 1.5 to the last step, and a
+# full-size Gaussian up to 3.0 still fits 7 taps.
 PYRAMID_FROM = 3.0
-# Half-width of the Gaussian kernel in sigmas: 2.0 keeps 5 taps up to sigma 1.0 (ratio ~2.4),
+# Half-width of the Gaussian kernel in sigmas: 2.0 keeps 5 taps up to sigma 1.0 (ratio ~2.2),
 # where OpenCV's fixed-point small-kernel path applies (7 taps cost ~1.5x); it measured no
 # more aliasing than 2.5 (benchmarks/image_path.py).
 KERNEL_REACH = 2.0
 # A prefilter below this sigma changes almost nothing and is skipped.
 MIN_SIGMA = 0.25
-# Variance (input px^2) that INTER_LINEAR's triangle interpolation contributes by itself.
+# Variance (input px^2) that linear interpolation adds on average (a sample at fractional
+# position p has variance p (1 - p); 1/6 over every phase), counted on the pyramid path.
 _LINEAR_VARIANCE = 1.0 / 6.0
 REDUCED_FLAGS = (
     {
@@ -159,20 +158,6 @@ def _sigma(ratio: float, k: float, carried: float) -> float:
     return math.sqrt(max(0.0, (k * ratio) ** 2 - carried))
 
 
-def _linear_variance(n_in: int, n_out: int) -> float:
-    """Blur (px^2) that linear interpolation from n_in to n_out samples is counted as adding.
-
-    A sample at fractional position p mixes its neighbours with weights 1 - p and p, variance
-    p (1 - p): averaged over the output, 1/6 for a ratio that cycles through every phase and
-    1/4 at exactly 2x, where every sample falls half-way (counting 1/6 there blurred the
-    2048 px grating ~5% more than needed). Below 2x that average is taken in part only,
-    (ratio - 1)^3 of it: there the samples near an input pixel pass the finest detail
-    untouched, and counting the average let a 400 px zone plate alias 18 instead of ~10."""
-    ratio = n_in / n_out
-    p = ((np.arange(n_out) + 0.5) * ratio - 0.5) % 1.0
-    return float((p * (1.0 - p)).mean()) * min(1.0, max(0.0, ratio - 1.0)) ** 3
-
-
 def _ksize(sigma: float) -> int:
     """Odd kernel size reaching KERNEL_REACH sigma."""
     return 2 * math.ceil(KERNEL_REACH * sigma - 1e-9) + 1 if sigma > 0 else 1
@@ -185,15 +170,25 @@ def _blur(img: np.ndarray, sx: float, sy: float) -> np.ndarray:
     return cv2.GaussianBlur(img, (_ksize(sx), _ksize(sy)), sigmaX=sx, sigmaY=sy)
 
 
-def gaussian_linear(img: np.ndarray, size: tuple[int, int], k: float = SIGMA_PER_RATIO):
+def gaussian_resize(
+    img: np.ndarray,
+    size: tuple[int, int],
+    k: float = SIGMA_PER_RATIO,
+    interpolation: int | None = None,
+) -> np.ndarray:
     """Downscale `img` to `size` (w, h) in one step: Gaussian low-pass with sigma k x ratio per
-    axis (less what the interpolation adds), then INTER_LINEAR, whose sampling grid is
-    Pillow's (output pixel u centred on input (u + 0.5) x ratio - 0.5)."""
+    axis, then `resize` (bicubic unless `interpolation` says otherwise), whose sampling grid is
+    Pillow's (output pixel u centred on input (u + 0.5) x ratio - 0.5).
+
+    Bicubic because it adds almost no blur of its own, so the Gaussian alone sets the trade:
+    linear interpolation blurs by a phase-dependent amount (none on samples that land on an
+    input pixel, where the finest detail passes untouched), which a Gaussian cannot balance at
+    every ratio (0.80 of Pillow's contrast at 0.8x Nyquist at ratio 1.56 for the same
+    aliasing, against 0.92 with bicubic)."""
     h, w = img.shape[:2]
-    sx = _sigma(w / size[0], k, _linear_variance(w, size[0]))
-    sy = _sigma(h / size[1], k, _linear_variance(h, size[1]))
-    img = _blur(img, sx, sy)
-    return cv2.resize(img, size, interpolation=cv2.INTER_LINEAR)
+    img = _blur(img, _sigma(w / size[0], k, 0.0), _sigma(h / size[1], k, 0.0))
+    flag = cv2.INTER_CUBIC if interpolation is None else interpolation
+    return cv2.resize(img, size, interpolation=flag)
 
 
 def downscale(
@@ -205,7 +200,7 @@ def downscale(
 ) -> np.ndarray:
     """Antialiased downscale of `img` to `size` (w, h) on Pillow's sampling grid.
 
-    Below `pyramid_from` (either axis): `gaussian_linear`. From it: whole 2x steps by `pyrDown`
+    Below `pyramid_from` (either axis): `gaussian_resize`. From it: whole 2x steps by `pyrDown`
     (a 5-tap binomial, variance 1 px^2, computed only at the kept pixels: ~4x cheaper than a
     blur at full size) while the ratio left is still >= `pyramid_from`, then a Gaussian at the
     reduced size for the rest of the blur that k x ratio calls for (the pyramid's counted),
@@ -216,7 +211,7 @@ def downscale(
     h0, w0 = img.shape[:2]
     rx, ry = w0 / size[0], h0 / size[1]
     if rx < pyramid_from or ry < pyramid_from:
-        return gaussian_linear(img, size, k)
+        return gaussian_resize(img, size, k)
     level, carried = 0, 0.0
     while rx / (1 << level) >= pyramid_from and ry / (1 << level) >= pyramid_from:
         img = cv2.pyrDown(img)
