@@ -1,11 +1,11 @@
 """The OpenCV image path for plain JPEGs: decode, antialiased downscale, encode.
 
-Why it exists: on one core it is ~1.9x Pillow's decode + antialiased bilinear + encode on
-~500 px photos, with the same aliasing bound and sharpness (benchmarks/image_path.py,
-BENCHMARKS.md). OpenCV's own downscales are not antialiased at the ratios ingest meets
-(INTER_LINEAR samples without a prefilter; INTER_AREA is a box filter, which aliases at
-non-integer ratios), so the low-pass is explicit: a Gaussian whose sigma follows the ratio,
-then INTER_LINEAR. libjpeg's DCT-scaled decode (IMREAD_REDUCED_*) is used only down to twice
+Why it exists: on one core it is ~1.7x Pillow's decode + antialiased bilinear + encode on
+~500 px photos (~3x at ~1500 px), with the Pillow path's aliasing and sharpness
+(benchmarks/image_path.py, BENCHMARKS.md). OpenCV's own downscales are not antialiased at the
+ratios ingest meets (INTER_LINEAR samples without a prefilter; INTER_AREA is a box filter,
+which aliases at non-integer ratios), so the low-pass is explicit: a Gaussian whose sigma
+follows the ratio, then a bicubic resize (from a 3x ratio, pyrDown steps first). libjpeg's DCT-scaled decode (IMREAD_REDUCED_*) is used only down to twice
 the target, the same rule as Pillow's `draft` on the other path: the scaled IDCT is a block
 average and aliases when it does the whole reduction.
 
