@@ -19,6 +19,9 @@ caller uses the Pillow path. Header checks (pixel cap, sides, aspect) run before
 Pillow's parse of the header. EXIF orientation is applied here with the same transposes as
 `ImageOps.exif_transpose`, after the downscale (the filter is separable with per-axis sigma,
 so resizing first and transposing after gives the same pixels for less work).
+
+Known difference: for a JPEG that is corrupt but still decodes, libjpeg's warning goes to
+stderr from OpenCV (Pillow silences it); the row's outcome is the same on both paths.
 """
 
 from __future__ import annotations
