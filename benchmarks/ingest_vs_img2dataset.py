@@ -20,8 +20,9 @@ them, on the same machine, and are timed the same way. So:
   webdataset, with its EXIF extraction and sha256 turned off (weakly does neither), so
   img2dataset does strictly less work per image than weakly.
 - The floor: the fastest single-thread decode + antialiased downscale to 256 px shorter side +
-  JPEG q90 encode found per core on the same files read from disk (Pillow variants in this
-  interpreter, OpenCV variants in the img2dataset venv, which ships opencv-python-headless).
+  JPEG q90 encode found per core on the same files read from disk (Pillow variants and weakly's
+  own antialiased OpenCV path in this interpreter, the plain OpenCV variants in the img2dataset
+  venv, which ships its own opencv-python-headless).
   Non-antialiased shortcuts are timed and listed but never count as the floor, and neither
   does a variant whose output of 600 and 2048 px zone plates keeps aliasing above 10 (of
   127.5; benchmarks/aliasing.py): a box or area filter after a DCT-scaled decode is fast
@@ -177,9 +178,11 @@ AA, NOT_AA, REFERENCE = "antialiased", "not antialiased", "weakly reference"
 
 
 def pillow_variants() -> dict[str, tuple[str, object]]:
-    """name -> (kind, bytes -> JPEG bytes), Pillow single-threaded. The reference row is
-    weakly's own per-image function (draft + bicubic + perceptual hash + encode): not a floor
-    candidate, it shows what weakly's per-image work costs before any pipeline overhead."""
+    """name -> (kind, bytes -> JPEG bytes), single-threaded, in weakly's interpreter: Pillow's
+    variants and weakly's own OpenCV downscale (pipeline/fast_images.py; OpenCV is in the
+    `ingest` extra). The reference rows are weakly's own per-image function (decode, downscale,
+    perceptual hash, encode), on its OpenCV path and on the Pillow path alone: not floor
+    candidates, they show what weakly's per-image work costs before any pipeline overhead."""
     from PIL import Image
 
     R = Image.Resampling
@@ -235,6 +238,32 @@ def pillow_variants() -> dict[str, tuple[str, object]]:
         REFERENCE,
         lambda data: prepare_image(data, config).jpeg,
     )
+    variants["weakly prepare_image, Pillow path only (+ phash)"] = (
+        REFERENCE,
+        lambda data: prepare_image(data, config, fast=False).jpeg,
+    )
+    from pipeline import fast_images
+
+    if (
+        fast_images.available()
+    ):  # weakly's own OpenCV path without the hash (benchmarks/image_path.py)
+        import cv2
+
+        cv2.setNumThreads(1)
+
+        def opencv_antialiased(data: bytes) -> bytes:
+            w, h = jpeg_size(data)
+            size = target_size(w, h)
+            k = fast_images.reduced_factor(w, h, TARGET, 2.0) if size != (w, h) else 1
+            img = fast_images.decode_reduced(data, w, h, k)
+            if (img.shape[1], img.shape[0]) != size:
+                img = fast_images.downscale(img, size)
+            return fast_images.encode_jpeg(img, QUALITY)
+
+        variants["opencv reduced to 2x + Gaussian/pyramid + bicubic (weakly's)"] = (
+            AA,
+            opencv_antialiased,
+        )
     return variants
 
 

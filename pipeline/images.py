@@ -1,14 +1,24 @@
 """Decode once, validate, resize, encode: the per-image work of pass 2.
 
-The downscale is chosen by measurement (benchmarks/aliasing.py, BENCHMARKS.md): speed per core
-on real photos, and aliasing on zone plates, where rings finer than the new resolution must
-fade to flat grey. A JPEG is decoded at the smallest libjpeg DCT scale (Pillow's `draft`) that
-still leaves at least twice the target size, then resized with Pillow's antialiased bilinear
-filter. Decoding straight to the target size is faster but the DCT scaling is a block average,
-which aliases (a 600 px zone plate keeps grey-level std 14 of 127.5 where it should be flat;
-2x leaves 4); bicubic costs ~1.3x more per image for a little less aliasing (3.7 vs 4.4).
-The decoded image is oriented by EXIF, validated, hashed from the reduced pixels, and encoded
-once.
+The downscale is chosen by measurement (benchmarks/image_path.py, benchmarks/aliasing.py,
+BENCHMARKS.md): speed per core on real photos, aliasing on zone plates (rings finer than the
+new resolution must fade to flat grey) and the contrast sine gratings keep below the new
+Nyquist frequency. Two paths make the same image:
+
+- Plain RGB JPEGs (most of a web crawl) take OpenCV (`fast_images`): libjpeg's DCT-scaled
+  decode down to no less than twice the target, a Gaussian prefilter whose sigma follows the
+  ratio, linear interpolation on Pillow's sampling grid, OpenCV's JPEG encode: ~1.5x the
+  Pillow path per core at ~500 px, with the same aliasing (4.4 / 2.7 on the 600 / 2048 px
+  plates against 4.4 / 2.5) and 0.95-1.0 of its contrast.
+- Everything else (PNG, WEBP, ..., greyscale or CMYK JPEGs, any JPEG whose marker structure
+  is not whole, anything OpenCV fails on) takes Pillow: `draft` to the smallest DCT scale
+  that keeps at least twice the target size, then Pillow's antialiased bilinear filter.
+  Decoding straight to the target size is faster but the DCT scaling is a block average,
+  which aliases (a 600 px zone plate keeps grey-level std 14 of 127.5 where it should be
+  flat; 2x leaves 4).
+
+Either way the decoded image is oriented by EXIF, validated, hashed from the reduced pixels
+(the two paths' hashes differ by 0.2 bits on average), and encoded once.
 """
 
 from __future__ import annotations
@@ -18,6 +28,7 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageOps
 
+from . import fast_images
 from .phash import phash_array
 from .rejects import RowReject
 
@@ -129,16 +140,59 @@ def plain_jpeg(data: bytes, max_metadata: int = MAX_KEPT_METADATA) -> bool:
     return False
 
 
-def prepare_image(data: bytes, config: ImageConfig) -> PreparedImage:
+def prepare_image(data: bytes, config: ImageConfig, *, fast: bool = True) -> PreparedImage:
     """Decoded once: validated, hashed, resized and encoded. Raises ImageReject with a reason,
-    never anything else: whatever a malformed file makes Pillow raise costs that row only."""
+    never anything else: whatever a malformed file makes Pillow or OpenCV raise costs that row
+    only. Plain RGB JPEGs take the OpenCV path (`fast_images`) when OpenCV is installed and
+    `fast`; everything else, and anything that path declines, takes the Pillow path."""
     img = _open(data, config)
     try:
+        if fast and img.format == "JPEG" and img.mode == "RGB" and fast_images.available():
+            prepared = _prepare_fast(img, data, config)
+            if prepared is not None:
+                return prepared
         return _prepare(img, data, config)
     except ImageReject:
         raise
     except Exception as exc:
         raise ImageReject("corrupt_image", f"{type(exc).__name__}: {exc}"[:120]) from None
+
+
+def _orientation(img: Image.Image) -> int:
+    try:
+        return img.getexif().get(0x0112, 1)
+    except Exception:
+        return 1
+
+
+def _prepare_fast(img: Image.Image, data: bytes, config: ImageConfig) -> PreparedImage | None:
+    """The OpenCV path for a plain RGB JPEG; None when it declines (the caller falls back)."""
+    if not fast_images.jpeg_well_formed(data):
+        return None  # cut short, or odd structure: Pillow decides (and rejects a truncated file)
+    w, h = img.size
+    orientation = _orientation(img)
+    target = config.image_size
+    small_enough = config.resize_mode == "keep" or min(w, h) <= target
+    k = 1 if small_enough else fast_images.reduced_factor(w, h, target, DRAFT_MARGIN)
+    bgr = fast_images.decode_reduced(data, w, h, k)
+    if bgr is None:
+        return None  # OpenCV could not decode it as expected: Pillow decides
+    if not small_enough:
+        # The size the Pillow path computes from its decoded image (which it transposes first:
+        # resizing before the transpose, per-axis sigma, gives the same pixels transposed).
+        rh, rw = bgr.shape[:2]
+        scale = target / min(rw, rh)
+        size = (max(1, round(rw * scale)), max(1, round(rh * scale)))
+        bgr = fast_images.downscale(bgr, size)
+    bgr = fast_images.orient(bgr, orientation)
+    image_hash = phash_array(fast_images.to_gray(bgr))
+    height, width = bgr.shape[:2]
+    keep = config.keep_small_jpeg and small_enough and orientation == 1 and plain_jpeg(data)
+    if keep:
+        return PreparedImage(data, width, height, image_hash, True)
+    return PreparedImage(
+        fast_images.encode_jpeg(bgr, config.quality), width, height, image_hash, False
+    )
 
 
 def _prepare(img: Image.Image, data: bytes, config: ImageConfig) -> PreparedImage:

@@ -1,5 +1,6 @@
 """Zone plates through the real `weakly ingest` to 256 px: rings finer than the new resolution
-fade to grey (aliasing <= 10 of 127.5), for a JPEG source (DCT-scaled decode) and a PNG one."""
+fade to grey (aliasing <= 10 of 127.5), for a JPEG source (the OpenCV path, DCT-scaled decode)
+and a PNG one (the Pillow path)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 from bench_tools import load_benchmark
 from PIL import Image
 
+from pipeline.images import prepare_image
 from pipeline.ingest import IngestConfig, RunOptions, ingest
 
 PLATES = (600, 2048)
@@ -57,3 +59,11 @@ def test_zone_plates_through_ingest(tmp_path, lexicon_dir, ray_local, aliasing_b
         figures[key] = aliasing_bench.aliasing(img, side)
     assert len(figures) == len(rows)
     assert max(figures.values()) <= 10, figures
+    # The JPEG plates went through the OpenCV path (pipeline/fast_images.py), the PNGs through
+    # Pillow: what ingest stored is byte for byte what that path makes.
+    for side in PLATES:
+        data = (tmp_path / f"plate{side}.jpeg").read_bytes()
+        assert stored[f"p{side}jpeg"] == prepare_image(data, config.image).jpeg
+        assert stored[f"p{side}jpeg"] != prepare_image(data, config.image, fast=False).jpeg
+        png = (tmp_path / f"plate{side}.png").read_bytes()
+        assert stored[f"p{side}png"] == prepare_image(png, config.image, fast=False).jpeg
