@@ -36,7 +36,7 @@ import lzma
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 BLOCK = 512
 # Per member, all its extended headers together. weakly's writer emits none (USTAR only);
@@ -91,7 +91,13 @@ class _Source:
 
     def read(self, n: int) -> bytes:
         """Up to n bytes; fewer only at the end of the stream."""
-        parts, got = [], 0
+        piece = self.f.read(n) or b""
+        if len(piece) == n:  # the usual case: one call, no join
+            self.pos += n
+            return piece
+        parts, got = [piece], len(piece)
+        if not piece:
+            return b""
         while got < n:
             piece = self.f.read(n - got)
             if not piece:
@@ -118,6 +124,9 @@ class _Source:
             n -= got
 
 
+_OCTAL = b"01234567"
+
+
 def _padded(size: int) -> int:
     return -(-size // BLOCK) * BLOCK
 
@@ -130,7 +139,7 @@ def _number(field: bytes, what: str, offset: int) -> int:
     if field[:1] == b"\xff":
         raise TarError(f"negative {what} in the header at byte {offset}")
     text = field.split(b"\0", 1)[0].strip()
-    if text and not all(48 <= c <= 55 for c in text):
+    if text.translate(None, _OCTAL):  # anything but octal digits (int() would take "+", "_")
         raise TarError(f"{what} field {bytes(field)!r} is not a number (header at byte {offset})")
     return int(text, 8) if text else 0
 
@@ -139,16 +148,17 @@ def _text(field: bytes) -> str:
     return field.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
 
 
-def _checksums(block: bytes) -> tuple[int, int]:
-    """Unsigned and signed sums with the checksum field read as spaces (some old tars summed
-    signed chars; tarfile accepts both)."""
-    unsigned = 256 + sum(struct.unpack_from("148B8x356B", block))
-    signed = 256 + sum(struct.unpack_from("148b8x356b", block))
-    return unsigned, signed
+def _checksum_ok(block: bytes, stored: int) -> bool:
+    """Whether `stored` is the block's unsigned sum, or its signed one (some old tars summed
+    signed chars; tarfile accepts both), with the checksum field read as 8 spaces. The
+    unsigned sum is all a well-formed header needs, and `sum` over bytes is C-speed."""
+    unsigned = 256 + sum(block) - sum(block[148:156])
+    if stored == unsigned:
+        return True
+    return stored == 256 + sum(struct.unpack_from("148b8x356b", block))
 
 
-@dataclass
-class _Header:
+class _Header(NamedTuple):  # a tuple: one is built per member, and this is the hot path
     name: str
     type: bytes
     size: int
@@ -157,19 +167,19 @@ class _Header:
 
 def _header(block: bytes, offset: int) -> _Header:
     try:
-        valid = _number(block[148:156], "checksum", offset) in _checksums(block)
+        stored = _number(block[148:156], "checksum", offset)
     except TarError:
-        valid = False
-    if not valid:
+        stored = -1
+    if not _checksum_ok(block, stored):
         if offset == 0:
             raise TarError("not a tar archive (the first header's checksum is wrong)")
         raise TarError(f"header checksum wrong at byte {offset}")
     kind = block[156:157]
-    name, prefix = _text(block[0:100]), _text(block[345:500])
+    name = _text(block[0:100])
     if kind == b"\0" and name.endswith("/"):
         kind = b"5"  # old tars mark a directory by the slash alone
-    if prefix and kind not in (*_GNU_LONG, b"S"):  # GNU keeps other fields there
-        name = f"{prefix}/{name}"
+    if block[345] and kind not in (*_GNU_LONG, b"S"):  # GNU keeps other fields there
+        name = f"{_text(block[345:500])}/{name}"
     return _Header(name, kind, _number(block[124:136], "size", offset), block[482] != 0)
 
 
