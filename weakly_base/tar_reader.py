@@ -34,6 +34,7 @@ import gzip
 import io
 import lzma
 import struct
+from zlib import adler32
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO, NamedTuple
@@ -63,8 +64,7 @@ class TarError(ValueError):
     """The archive cannot be read past this point; the message is one line."""
 
 
-@dataclass(frozen=True)
-class TarMember:
+class TarMember(NamedTuple):  # a tuple: one is built per member, and this is the hot path
     """One member of an archive (extended headers already applied).
 
     `data` holds its bytes when the caller wanted a regular file of at most the cap; otherwise
@@ -148,11 +148,19 @@ def _text(field: bytes) -> str:
     return field.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
 
 
+def _byte_sum(block: bytes) -> int:
+    """The sum of a 512-byte block's bytes, exactly, at C speed: zlib's Adler-32 keeps
+    1 + the byte sum mod 65521 in its low half, and a 256-byte half sums to at most 65280, so
+    per half that is the plain sum (a Python `sum` over the bytes costs ~10x more)."""
+    view = memoryview(block)
+    return (adler32(view[:256]) & 0xFFFF) + (adler32(view[256:]) & 0xFFFF) - 2
+
+
 def _checksum_ok(block: bytes, stored: int) -> bool:
     """Whether `stored` is the block's unsigned sum, or its signed one (some old tars summed
     signed chars; tarfile accepts both), with the checksum field read as 8 spaces. The
-    unsigned sum is all a well-formed header needs, and `sum` over bytes is C-speed."""
-    unsigned = 256 + sum(block) - sum(block[148:156])
+    unsigned sum is all a well-formed header needs."""
+    unsigned = 256 + _byte_sum(block) - sum(block[148:156])
     if stored == unsigned:
         return True
     return stored == 256 + sum(struct.unpack_from("148b8x356b", block))
