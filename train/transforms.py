@@ -126,14 +126,31 @@ def draft_scale(box_w: int, box_h: int, size: int, margin: float = DRAFT_MARGIN)
 
 @functools.cache
 def _jpeg_decoder():
-    """torchvision's CPU JPEG decoder, imported on first use (torchvision costs seconds to
-    import), or None where it has none: its image I/O is deprecated since 0.29 in favour of
-    TorchCodec, and Pillow then decodes."""
+    """torchvision's CPU JPEG decoder as a function of a uint8 byte tensor, imported on first
+    use (torchvision costs seconds to import), or None where it has none: its image I/O is
+    deprecated since 0.29 in favour of TorchCodec, and Pillow then decodes.
+
+    The registered operator `decode_jpeg` calls is used directly where it exists: the public
+    wrapper logs API usage and issues its deprecation warning on every call, which at ingest's
+    image size costs a few percent of the decode."""
     try:
         from torchvision.io import ImageReadMode, decode_jpeg
     except ImportError:  # pragma: no cover - a torchvision without image I/O
         return None
-    return functools.partial(decode_jpeg, mode=ImageReadMode.RGB)
+    rgb = ImageReadMode.RGB
+    try:
+        op = torch.ops.image.decode_jpeg
+    except (AttributeError, RuntimeError):  # pragma: no cover - the operator moved
+        op = None
+    if op is not None:
+        return lambda data: op(data, rgb.value, False)
+
+    def public(data: torch.Tensor) -> torch.Tensor:  # pragma: no cover - see above
+        with warnings.catch_warnings():  # the deprecation notice, on every call
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return decode_jpeg(data, mode=rgb)
+
+    return public
 
 
 def _jpeg_pixels(data: bytes) -> torch.Tensor | None:
@@ -144,9 +161,7 @@ def _jpeg_pixels(data: bytes) -> torch.Tensor | None:
     if decode is None:
         return None
     try:
-        with warnings.catch_warnings():  # the deprecation notice, on every call
-            warnings.simplefilter("ignore", DeprecationWarning)
-            return decode(torch.frombuffer(bytearray(data), dtype=torch.uint8))
+        return decode(torch.frombuffer(bytearray(data), dtype=torch.uint8))
     except RuntimeError as exc:  # truncated or corrupt data; one line, like Pillow's errors
         reason = str(exc).splitlines()[-1].rsplit(", ", 1)[-1][:200]  # drop the C++ location
         raise ValueError(f"undecodable JPEG: {reason}") from None

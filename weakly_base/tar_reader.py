@@ -34,10 +34,10 @@ import gzip
 import io
 import lzma
 import struct
-from zlib import adler32
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO, NamedTuple
+from zlib import adler32
 
 BLOCK = 512
 # Per member, all its extended headers together. weakly's writer emits none (USTAR only);
