@@ -125,6 +125,7 @@ class _Source:
 
 
 _OCTAL = b"01234567"
+_ZERO_BLOCK = bytes(BLOCK)
 
 
 def _padded(size: int) -> int:
@@ -276,7 +277,7 @@ def iter_members(
                 f"truncated: a header or the end-of-archive block was due at byte {offset}, "
                 "past the end of the archive"
             )
-        if not block.strip(b"\0"):
+        if block == _ZERO_BLOCK:  # end of archive (a compare, where strip() would copy)
             return
         head = _header(block, offset)
         if head.type in (*_PAX_TYPES, *_GNU_LONG, _GLOBAL):
