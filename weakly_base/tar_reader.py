@@ -56,6 +56,7 @@ _KINDS = {
 _PAX_TYPES = (b"x", b"X")  # X: Solaris' name for the same thing
 _GNU_LONG = (b"L", b"K")
 _GLOBAL = b"g"
+_EXTENDED = frozenset([*_PAX_TYPES, *_GNU_LONG, _GLOBAL])
 # Kinds whose data blocks follow the header (tarfile: regular files and unknown types).
 _HAS_DATA = (FILE, SPARSE, OTHER)
 
@@ -267,6 +268,7 @@ def iter_members(
     """
     src = _Source(fileobj)
     pending = _Pending()
+    used = False  # whether an extended header wrote into `pending` (most members have none)
     while True:
         offset = src.pos
         block = src.read(BLOCK)
@@ -280,11 +282,13 @@ def iter_members(
         if block == _ZERO_BLOCK:  # end of archive (a compare, where strip() would copy)
             return
         head = _header(block, offset)
-        if head.type in (*_PAX_TYPES, *_GNU_LONG, _GLOBAL):
+        if head.type in _EXTENDED:
             _extended(src, head, pending, max_extended_bytes)
+            used = True
             continue
         yield _member(src, head, pending, want, max_member_bytes)
-        pending = _Pending()
+        if used:
+            pending, used = _Pending(), False
 
 
 def _extended(src: _Source, head: _Header, pending: _Pending, cap: int) -> None:
