@@ -1,9 +1,9 @@
 """Training augmentation: RandomResizedCrop + horizontal flip, decoded on CPU or GPU.
 
 Crop parameters are drawn in the loader from the JPEG header alone (no pixel decode) with a
-generator seeded by the sample's place in the stream, so both decode paths see the same crops
-and a resumed run sees the same augmentations as an uninterrupted one. Images stay uint8 until
-they reach the training device; normalisation happens there.
+generator keyed by the sample's place in the stream (train/sample_rng.py), so both decode paths
+see the same crops and a resumed run sees the same augmentations as an uninterrupted one.
+Images stay uint8 until they reach the training device; normalisation happens there.
 """
 
 from __future__ import annotations
