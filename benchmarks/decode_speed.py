@@ -16,6 +16,10 @@ img/s is per core, and other jobs on the machine move it less):
   random-resized-crop box, drafted decode, crop, antialiased resize, flip): the decode alone.
 - weakly loader: `TrainLoader` (tar reading, weighted sampler, shuffle buffer, the transform,
   batching into one uint8 NHWC tensor), as training runs it with `--workers 0`.
+- loader overhead: the same `TrainLoader` with `decode_crop_cpu` replaced by a stub that
+  leaves the batch slot as it is (tar reading, sampler, shuffle buffer, per-sample draws,
+  checks, batching: everything but the transform), printed as microseconds per sample beside
+  the loader's time less the transform's.
 - webdataset: `wds.WebDataset(urls).shuffle(1000).decode("pil")` then torchvision
   `RandomResizedCrop + RandomHorizontalFlip + ToTensor` on the same shard files.
 - eval view: `train.transforms.decode_center` against Pillow decode + torchvision
@@ -34,6 +38,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable
+from unittest import mock
 
 import numpy as np
 import torch
@@ -84,6 +89,25 @@ def weakly_loader(ds: Dataset, size: int, n: int, batch: int = 32) -> Callable[[
     it = iter(TrainLoader(ds, cfg))
     next(it)
     return lambda: sum(len(b["keys"]) for b in itertools.islice(it, max(1, n // batch)))
+
+
+def _no_decode(jpg, rng, size, draft=True, out=None):
+    """Stands in for the transform: no decode, the slot left as it is."""
+    return out if out is not None else np.zeros((size, size, 3), np.uint8)
+
+
+def loader_without_decode(ds: Dataset, size: int, n: int) -> Callable[[], int]:
+    """The loader with the transform taken out: what is left is its own work per sample."""
+    import train.data
+
+    with mock.patch.object(train.data, "decode_crop_cpu", _no_decode):
+        run = weakly_loader(ds, size, 4 * n)  # cheap per sample: more of them
+
+    def timed() -> int:
+        with mock.patch.object(train.data, "decode_crop_cpu", _no_decode):
+            return run()
+
+    return timed
 
 
 def webdataset_pipeline(urls: list[str], size: int, n: int) -> Callable[[], int]:
@@ -144,6 +168,7 @@ def measure(sides: tuple[int, int], args) -> dict:
             "floor_torchvision": lambda: floor_torchvision(jpgs),
             "transform": lambda: weakly_transform(jpgs, size),
             "loader": loader,
+            "loader_no_decode": loader_without_decode(ds, size, n),
             "webdataset": wds_run,
             "eval_weakly": lambda: weakly_eval(jpgs, size),
             "eval_torchvision": lambda: torchvision_eval(jpgs, size),
@@ -174,6 +199,12 @@ def report(row: dict) -> None:
     ]
     for label, key, goal in lines:
         print(f"  {label:40s} {r[key]:8.1f} img/s  {r[key] / r['floor']:5.2f}x floor  {goal}")
+    overhead = 1e6 / r["loader_no_decode"]
+    gap = 1e6 / r["loader"] - 1e6 / r["transform"]
+    print(
+        f"  loader's own work per sample: {overhead:6.1f} us with the transform stubbed out; "
+        f"{gap:6.1f} us loader less transform"
+    )
     loader_vs_wds = r["loader"] / r["webdataset"]
     loader_vs_floor = r["loader"] / r["floor"]
     print(
@@ -186,6 +217,8 @@ def report(row: dict) -> None:
         "loader_vs_webdataset": loader_vs_wds,
         "loader_vs_floor": loader_vs_floor,
         "transform_vs_floor": r["transform"] / r["floor"],
+        "loader_overhead_us": overhead,
+        "loader_minus_transform_us": gap,
         "eval_vs_torchvision": r["eval_weakly"] / r["eval_torchvision"],
     }
 

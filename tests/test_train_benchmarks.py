@@ -39,8 +39,10 @@ def test_decode_speed_benchmark_runs(capsys):
     rows = load_benchmark("decode_speed").main(argv)
     out = capsys.readouterr().out
     assert "loader / webdataset" in out and "goal >= 0.8" in out
+    assert "loader's own work per sample" in out
     (row,) = rows
     assert row["images"] == 40 and row["sides"] == [64, 96]
+    assert row["ratios"]["loader_overhead_us"] > 0
     assert all(v > 0 for v in row["img_s"].values())
     assert row["img_s"]["floor"] == max(
         row["img_s"]["floor_pillow"], row["img_s"]["floor_torchvision"]

@@ -16,6 +16,7 @@ from PIL import Image
 from scipy.stats import ks_2samp
 
 import train.transforms as T
+from train.sample_rng import SampleRng
 from weakly.fixtures import make_jpeg
 
 torch.set_num_threads(1)
@@ -60,15 +61,22 @@ def test_output_shape_dtype_and_range(fmt):
         assert out.flags.c_contiguous and 0 <= out.min() < out.max() <= 255
 
 
-def test_crop_boxes_follow_the_random_resized_crop_law():
+@pytest.mark.parametrize("generator", ["numpy", "per-sample"])
+def test_crop_boxes_follow_the_random_resized_crop_law(generator):
     """Area fraction, log aspect and position against torchvision's RandomResizedCrop draws
     (two-sample Kolmogorov-Smirnov, fixed seeds), on a landscape and a portrait image."""
     from torchvision.transforms import RandomResizedCrop
 
     n = 4000
     for width, height in ((400, 300), (260, 341)):
-        rng = np.random.default_rng(0)
-        ours = np.array([T.crop_params(width, height, rng)[:4] for _ in range(n)], float)
+        if generator == "numpy":
+            rng = np.random.default_rng(0)
+            ours = np.array([T.crop_params(width, height, rng)[:4] for _ in range(n)], float)
+        else:  # the loader's: a fresh counter-based generator per sample, keyed by its place
+            draws = (
+                T.crop_params(width, height, SampleRng.of(0, 4, 0, 0, t, 1, 2)) for t in range(n)
+            )
+            ours = np.array([d[:4] for d in draws], float)
         torch.manual_seed(0)
         img = torch.empty(3, height, width)
         theirs = np.array(
@@ -196,3 +204,57 @@ def test_damaged_bytes_decode_or_raise_a_decode_error(edits, cut, seed):
 
 
 _SMALL_JPEG = make_jpeg(np.random.default_rng(9), 40, 64)
+
+
+def _jpeg_variants() -> dict[str, bytes]:
+    photo = _photo(333, 250, seed=4)
+    exif = Image.Exif()
+    exif[0x010F] = "camera"  # Make
+    return {
+        "baseline": _encode(photo),
+        "progressive": _encode(photo, progressive=True),
+        "optimized, restart markers": _encode(photo, optimize=True, restart_marker_blocks=4),
+        "grayscale": _encode(photo.convert("L")),
+        "cmyk": _encode(photo.convert("CMYK")),
+        "exif and icc": _encode(photo, exif=exif, icc_profile=b"\0" * 3000),
+        "4:4:4": _encode(photo, subsampling=0),
+    }
+
+
+@pytest.mark.parametrize("name", list(_jpeg_variants()))
+def test_jpeg_size_from_the_frame_header_is_pillows(name):
+    data = _jpeg_variants()[name]
+    assert T.jpeg_size(data) == Image.open(io.BytesIO(data)).size == T.header_size(data)
+
+
+def test_jpeg_size_says_none_for_anything_it_cannot_read():
+    data = _encode(_photo(120, 90))
+    sof = data.index(b"\xff\xc0")
+    for bad in (b"", b"\xff\xd8", data[: sof + 5], _encode(_photo(40, 30), "PNG"), b"GIF89a"):
+        assert T.jpeg_size(bad) is None
+    zero_width = data[: sof + 7] + b"\0\0" + data[sof + 9 :]
+    assert T.jpeg_size(zero_width) is None
+    # Scan data before any frame header is not a JPEG this reads.
+    assert T.jpeg_size(b"\xff\xd8\xff\xda\x00\x08" + data[sof:]) is None
+
+
+def test_writing_into_a_batch_slot_gives_the_returned_image():
+    data = _encode(_photo(300, 280))
+    batch = np.zeros((4, 48, 48, 3), np.uint8)
+    flips = set()
+    for i in range(4):  # keys chosen so that both mirror states occur
+        rng = SampleRng.of(9, i)
+        flips.add(T.crop_params(300, 280, SampleRng.of(9, i))[4])
+        got = T.decode_crop_cpu(data, rng, 48, out=batch[i])
+        assert np.shares_memory(got, batch)
+        assert np.array_equal(batch[i], T.decode_crop_cpu(data, SampleRng.of(9, i), 48))
+    assert flips == {0, 1}
+
+
+def test_the_header_path_crops_what_pillow_would_crop():
+    """A JPEG's size from its frame header (no Pillow) gives the crop and eval view that the
+    Pillow-opened path gives for the same box."""
+    for name, data in _jpeg_variants().items():
+        w, h = Image.open(io.BytesIO(data)).size
+        box = T.center_box(w, h)
+        assert np.array_equal(T.decode_center(data, 40), T.decode_box(data, box, 40)), name

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from .loader_state import StreamCounts, check_loader_state
 from .prefetch import Prefetched
+from .sample_rng import SampleRng, fold
 from .sampler import Plan, SampleStream, StreamError, StreamState
 from .shards import DEFAULT_MAX_MEMBER_BYTES, Dataset, DataStop, Sample, Skip
 from .transforms import (
@@ -105,12 +106,11 @@ class KeySource:
 
 
 def pad_labels(labels: list[tuple[int, ...]]) -> torch.Tensor:
-    """[B, Kmax] class indices, -1 where an image has fewer labels."""
+    """[B, Kmax] class indices, -1 where an image has fewer labels (one tensor built from
+    padded rows: a tensor per row costs more than the rows)."""
     kmax = max((len(x) for x in labels), default=1)
-    out = torch.full((len(labels), kmax), -1, dtype=torch.long)
-    for i, lab in enumerate(labels):
-        out[i, : len(lab)] = torch.as_tensor(lab, dtype=torch.long)
-    return out
+    rows = [(*lab, *(-1,) * (kmax - len(lab))) for lab in labels]
+    return torch.tensor(rows, dtype=torch.long).reshape(len(labels), kmax)
 
 
 def _state_to_ckpt(state: StreamState, counts: StreamCounts) -> dict:
@@ -176,18 +176,21 @@ class StreamDataset(IterableDataset):
             ShardSource(self.dataset, cfg.max_member_bytes),
             StreamState.from_dict(saved) if saved else None,
         )
-        keys, labels, images, params = [], [], [], []
+        aug = fold(cfg.seed, _AUG, slot)  # each sample's draws: fold(*ref) on top of this
+        batch_size, size, on_cpu = cfg.batch_size, cfg.image_size, cfg.decode == "cpu"
+        keys, labels, params, jpgs = [], [], [], []
+        images = _new_images(batch_size, size) if on_cpu else None
         for ref, sample in stream:
             if isinstance(sample, Skip):
                 counts.skip(sample, self.dataset.url)
             else:
-                rng = np.random.default_rng([cfg.seed, _AUG, slot, *ref])
+                rng = SampleRng(fold(*ref, start=aug))
                 try:
-                    if cfg.decode == "cpu":
-                        images.append(decode_crop_cpu(sample.jpg, rng, cfg.image_size, cfg.draft))
+                    if on_cpu:
+                        decode_crop_cpu(sample.jpg, rng, size, cfg.draft, images[len(keys)])
                     else:
                         params.append(crop_params(*header_size(sample.jpg), rng))
-                        images.append(torch.frombuffer(bytearray(sample.jpg), dtype=torch.uint8))
+                        jpgs.append(torch.frombuffer(bytearray(sample.jpg), dtype=torch.uint8))
                 except DECODE_ERRORS:
                     counts.undecodable()
                 else:
@@ -202,7 +205,7 @@ class StreamDataset(IterableDataset):
                 continue
             keys.append(sample.key)
             labels.append(sample.labels)
-            if len(keys) < cfg.batch_size:
+            if len(keys) < batch_size:
                 continue
             batch = {
                 "keys": keys,
@@ -210,13 +213,25 @@ class StreamDataset(IterableDataset):
                 "stream": logical,
                 "state": _state_to_ckpt(stream.state(), counts),
             }
-            if cfg.decode == "cpu":
-                batch["images"] = torch.from_numpy(np.stack(images))  # NHWC uint8
+            if on_cpu:
+                batch["images"] = torch.from_numpy(images)  # NHWC uint8, filled in place
+                images = _new_images(batch_size, size)
             else:
-                batch["jpgs"] = images
+                batch["jpgs"] = jpgs
                 batch["params"] = torch.as_tensor(params, dtype=torch.long)
             yield batch
-            keys, labels, images, params = [], [], [], []
+            keys, labels, params, jpgs = [], [], [], []
+
+
+def _new_images(batch_size: int, size: int) -> np.ndarray:
+    """A batch's image memory, each decode writing its slot (no per-image array, no stack)."""
+    return np.empty((batch_size, size, size, 3), dtype=np.uint8)
+
+
+def _as_is(batch: dict) -> dict:
+    """The DataLoader's collate for whole batches: they are tensors already, and its default
+    walks every item of every list and dict to convert it."""
+    return batch
 
 
 def _worker_init(_: int) -> None:
@@ -289,6 +304,7 @@ class TrainLoader:
             worker_init_fn=_worker_init if cfg.workers else None,
             prefetch_factor=4 if cfg.workers else None,
             persistent_workers=False,
+            collate_fn=_as_is,
         )
         for batch in loader:
             if "stop" in batch:

@@ -16,6 +16,7 @@ import re
 import tarfile
 from collections.abc import Container, Iterable, Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -288,8 +289,7 @@ def shard_stats(
 DEFAULT_MAX_MEMBER_BYTES = 32 << 20
 
 
-@dataclass(frozen=True)
-class TarRecord:
+class TarRecord(NamedTuple):  # a tuple: one is built per sample read
     """One sample as found in a shard: its key, and either its bytes and parsed json or the
     reason it cannot be used (`problem`; then `jpg`/`meta` may be None)."""
 
@@ -336,13 +336,16 @@ def iter_shard_records(
     """
     key, jpg, jpg_problem = None, None, None
 
+    matched: list = [None, None]  # the last name `want` matched, and its match
+
     def want(name: str) -> bool:
         m = MEMBER_RE.match(name)
+        matched[0], matched[1] = name, m
         return m is not None and (keys is None or m.group(1) in keys)
 
     members = tar_reader.iter_members(fileobj, want, max_member_bytes)
     for member in members:
-        m = MEMBER_RE.match(member.name)
+        m = matched[1] if matched[0] is member.name else MEMBER_RE.match(member.name)
         if m is None:
             continue
         name, ext = m.group(1), m.group(2)
