@@ -7,9 +7,10 @@ Nyquist frequency. Two paths make the same image:
 
 - Plain RGB JPEGs (most of a web crawl) take OpenCV (`fast_images`): libjpeg's DCT-scaled
   decode down to no less than twice the target, a Gaussian prefilter whose sigma follows the
-  ratio, linear interpolation on Pillow's sampling grid, OpenCV's JPEG encode: ~1.5x the
-  Pillow path per core at ~500 px, with the same aliasing (4.4 / 2.7 on the 600 / 2048 px
-  plates against 4.4 / 2.5) and 0.95-1.0 of its contrast.
+  ratio, then a bicubic resize (from a 3x ratio: pyrDown steps and a linear warp on Pillow's
+  sampling grid), OpenCV's JPEG encode: ~1.5x the Pillow path per core at ~500 px, with its
+  aliasing (3.5 / 2.6 on the 600 / 2048 px plates against 4.4 / 2.5) and its contrast (0.97 /
+  0.89 of Pillow bilinear's at 0.5 / 0.8 of the new Nyquist frequency, against 0.96 / 0.88).
 - Everything else (PNG, WEBP, ..., greyscale or CMYK JPEGs, any JPEG whose marker structure
   is not whole, anything OpenCV fails on) takes Pillow: `draft` to the smallest DCT scale
   that keeps at least twice the target size, then Pillow's antialiased bilinear filter.
