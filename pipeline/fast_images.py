@@ -30,6 +30,8 @@ import math
 
 import numpy as np
 
+from weakly_base.jpeg_segments import SOS, STANDALONE, header_segments
+
 try:  # the `ingest` extra installs it; without it every image takes the Pillow path
     import cv2
 except ImportError:  # pragma: no cover - exercised only where OpenCV is absent
@@ -116,21 +118,12 @@ def jpeg_well_formed(data: bytes) -> bool:
     A file that fails this check goes to the Pillow path, which then accepts or rejects it as it
     always has; odd structure counts as False, which is always safe. The marker search is one
     vectorised pass (~0.05 ms for 50 kB, where a regex took 1 ms)."""
-    n, i = len(data), 2
-    if not data.startswith(b"\xff\xd8"):
-        return False
-    while i + 4 <= n:  # header segments, up to and including the first SOS
-        if data[i] != 0xFF:
+    n, i = len(data), 0
+    for seg in header_segments(data):  # header segments, up to and including the first SOS
+        if seg.marker in STANDALONE:
             return False
-        marker = data[i + 1]
-        if marker == 0xFF:  # fill byte
-            i += 1
-            continue
-        length = int.from_bytes(data[i + 2 : i + 4], "big")
-        if length < 2:
-            return False
-        i += 2 + length
-        if marker == 0xDA:
+        i = seg.end
+        if seg.marker == SOS:
             break
     else:
         return False

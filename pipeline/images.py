@@ -29,6 +29,8 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageOps
 
+from weakly_base.jpeg_segments import COM, SOS, STANDALONE, header_segments
+
 from . import fast_images
 from .phash import phash_array
 from .rejects import RowReject
@@ -117,27 +119,15 @@ def plain_jpeg(data: bytes, max_metadata: int = MAX_KEPT_METADATA) -> bool:
     """True when `data` is SOI, segments, scans and EOI with nothing after it, has no comment,
     and its APPn segments total at most `max_metadata` bytes. Anything unusual counts as not plain: the
     caller then re-encodes, which is always safe."""
-    n, i, metadata = len(data), 2, 0
-    if not data.startswith(b"\xff\xd8"):
-        return False
-    while i + 4 <= n:
-        if data[i] != 0xFF:
+    metadata = 0
+    for seg in header_segments(data):
+        if seg.marker == COM or seg.marker in STANDALONE:
             return False
-        marker = data[i + 1]
-        if marker == 0xFF:  # fill byte
-            i += 1
-            continue
-        length = int.from_bytes(data[i + 2 : i + 4], "big")
-        if length < 2:
-            return False
-        if marker == 0xFE:
-            return False
-        if 0xE0 <= marker <= 0xEF:
-            metadata += length
-        if marker == 0xDA:  # first scan: the image ends at the first EOI after it
-            end = data.find(b"\xff\xd9", i + 2 + length)
-            return end != -1 and end + 2 == n and metadata <= max_metadata
-        i += 2 + length
+        if 0xE0 <= seg.marker <= 0xEF:
+            metadata += seg.length
+        if seg.marker == SOS:  # first scan: the image ends at the first EOI after it
+            end = data.find(b"\xff\xd9", seg.end)
+            return end != -1 and end + 2 == len(data) and metadata <= max_metadata
     return False
 
 

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from weakly_base.jpeg_segments import header_segments
+
 from .sample_rng import SampleRng
 
 Image.MAX_IMAGE_PIXELS = 64_000_000  # a hostile header should not cost gigabytes
@@ -73,39 +75,21 @@ def header_size(jpg: bytes) -> tuple[int, int]:
 # Start-of-frame markers (baseline, extended, progressive, lossless; Huffman or arithmetic):
 # every marker 0xC0-0xCF but DHT (C4), JPG (C8) and DAC (CC).
 _SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
-_STANDALONE = frozenset([0x01, *range(0xD0, 0xD8)])  # TEM, RST0-7: no length field
 
 
 def jpeg_size(data: bytes) -> tuple[int, int] | None:
     """(width, height) from a JPEG's first frame header, walking its marker segments by their
     lengths (a few microseconds where `Image.open` costs tens); None for anything else or any
     oddity (the caller then asks Pillow, which says what is wrong)."""
-    if data[:2] != b"\xff\xd8":
-        return None
-    i, n = 2, len(data)
-    while i + 4 <= n:
-        if data[i] != 0xFF:
-            return None
-        marker = data[i + 1]
-        if marker == 0xFF:  # fill byte
-            i += 1
-            continue
-        if marker in _STANDALONE:
-            i += 2
-            continue
-        if marker in _SOF:
-            if i + 9 > n:
+    for seg in header_segments(data):
+        if seg.marker in _SOF:
+            i = seg.start
+            if i + 9 > len(data):
                 return None
             height = (data[i + 5] << 8) | data[i + 6]
             width = (data[i + 7] << 8) | data[i + 8]
             return (width, height) if width and height else None
-        if marker in (0xD8, 0xD9, 0xDA):  # SOI again, EOI or scan data before any frame
-            return None
-        length = (data[i + 2] << 8) | data[i + 3]
-        if length < 2:
-            return None
-        i += 2 + length
-    return None
+    return None  # a scan, an oddity or the end of the data before any frame header
 
 
 def _checked_size(width: int, height: int) -> tuple[int, int]:
