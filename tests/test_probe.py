@@ -125,3 +125,26 @@ def test_probe_on_shards_with_a_class_field(tiny_ckpt, tmp_path, capsys):
     skipped = result["skipped"].get("train no_extra.class_field", 0)
     assert skipped > 0 and result["train_images"] + result["test_images"] + skipped == 120
     assert result["top1"] > 0.5  # chance is ~1/3
+
+
+def test_probe_goes_on_past_a_cut_shard_and_counts_its_samples(tiny_ckpt, tmp_path, capsys):
+    def klass(labels):
+        return {"extra": {"class": f"c{labels[0] % 3}"}}
+
+    data = build_fixture(
+        tmp_path / "ds", samples=120, classes=5, seed=8, image=colour_stripes_jpeg,
+        extra_meta=klass, max_shard=30,
+    )  # fmt: skip
+    tars = sorted((data / "shards").glob("*.tar"))
+    assert len(tars) >= 3
+    cut = tars[1]
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 3])  # a cut object, mid-member
+    argv = ["probe", "--checkpoint", str(tiny_ckpt), "--train", str(data), "--out",
+            str(tmp_path / "p"), "--class-field", "extra.class", "--device", "cpu"]  # fmt: skip
+    assert weakly(argv) == 0
+    err = capsys.readouterr().err
+    assert cut.name in err and "unread samples are left out" in err
+    result = json.loads((tmp_path / "p" / "probe.json").read_text())
+    lost = result["skipped"].get("train in_unreadable_shards", 0)
+    assert 0 < lost < 30
+    assert result["train_images"] + result["test_images"] + lost == 120

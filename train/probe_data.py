@@ -11,11 +11,13 @@ error: a probe over one class measures nothing.
 from __future__ import annotations
 
 import hashlib
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from weakly_base.shard_format import DATASET_JSON
+from weakly_base.tar_reader import TarError
 
 from .shards import Dataset, iter_tar_records
 
@@ -98,14 +100,26 @@ def shard_classes(url: str, split: str, class_field: str) -> LabelledSet:
     dataset = Dataset(url, split)
     raw: list[tuple[str, str, bytes]] = []
     missing: list[str] = []
-    for shard in range(len(dataset.shards.files)):
-        with dataset.fs.open(f"{dataset.root}/{dataset.shards.files[shard]}", "rb") as f:
-            for key, jpg, meta in iter_tar_records(f):
-                value = field_value(meta, class_field)
-                if value is None or isinstance(value, (list, dict)):
-                    missing.append(key)
-                else:
-                    raw.append((key, str(value), jpg))
+    unreadable: list[str] = []
+    for shard, file in enumerate(dataset.shards.files):
+        seen: set[str] = set()
+        try:  # a missing or broken shard costs its own samples (from the break on), not the run
+            with dataset.open_shard(file) as f:
+                for key, jpg, meta in iter_tar_records(f):
+                    seen.add(key)
+                    value = field_value(meta, class_field)
+                    if value is None or isinstance(value, (list, dict)):
+                        missing.append(key)
+                    else:
+                        raw.append((key, str(value), jpg))
+        except (OSError, TarError) as exc:
+            lost = [r.key for r in dataset.index_rows(shard) if r.key not in seen]
+            unreadable += lost
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            print(
+                f"weakly probe: {url}/{file}: {reason}; its {len(lost)} unread samples are left out",
+                file=sys.stderr,
+            )
     counts: dict[str, int] = {}
     for _, name, _ in raw:
         counts[name] = counts.get(name, 0) + 1
@@ -115,8 +129,10 @@ def shard_classes(url: str, split: str, class_field: str) -> LabelledSet:
     h = hashlib.sha256(f"shards-v1\0{split}\0{class_field}".encode())
     for file, digest in zip(dataset.shards.files, dataset.shards.sha256 or (), strict=False):
         h.update(f"{file}\0{digest}\n".encode())
+    for key in unreadable:  # a repaired shard must not reuse features cached without its samples
+        h.update(f"unread\0{key}\n".encode())
     items = [LabelledImage(k, index[c], (lambda b=b: b)) for k, c, b in raw]
-    notes = {f"no_{class_field}_field": missing}
+    notes = {f"no_{class_field}_field": missing, "in_unreadable_shards": unreadable}
     return LabelledSet(items, classes, h.hexdigest(), f"{url} ({split})", notes)
 
 
