@@ -57,7 +57,7 @@ NO_TORCH = textwrap.dedent(
 
     class NoTorch:
         def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in ("torch", "torchvision"):
+            if name.split(".")[0] in ("torch", "torchvision", "cv2"):
                 raise ModuleNotFoundError(f"No module named {name!r}", name=name)
             return None
 
@@ -90,7 +90,8 @@ DRIVER = textwrap.dedent(
 def test_data_side_commands_run_with_torch_absent(tmp_path, lexicon_dir):
     """`weakly[ingest]` without torch: every data-side command works, end to end, on a real
     local Ray whose workers cannot import torch either; a training command says what to
-    install in one line."""
+    install in one line. OpenCV is hidden too: ingest then takes the Pillow image path for
+    every image (pipeline/fast_images.py is optional)."""
     site = tmp_path / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(NO_TORCH)  # every Python process, Ray workers too
@@ -113,6 +114,11 @@ def test_data_side_commands_run_with_torch_absent(tmp_path, lexicon_dir):
         [sys.executable, "-c", "import torch"], env=env, capture_output=True, text=True
     )
     assert done.returncode != 0 and "No module named 'torch'" in done.stderr
+    done = subprocess.run(
+        [sys.executable, "-c", "from pipeline import fast_images; print(fast_images.available())"],
+        env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr
     done = subprocess.run(
         [sys.executable, "-c", DRIVER, json.dumps(commands)],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
