@@ -44,52 +44,19 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 sys.path.insert(0, str(REPO))
 
 import aliasing as zone  # noqa: E402  (benchmarks/aliasing.py: the plate and the measure)
+import ingest_vs_img2dataset as e2e  # noqa: E402  (the floor's Pillow rows, size rule, constants)
 
-TARGET = 256
-QUALITY = 90
 # 600 and 2048 carry issue 17's bound; 400 (ratio 1.56) is where a filter's stopband near the
 # source's Nyquist frequency shows, 800 (ratio 3.1, no DCT scaling) where a pyramid step applies.
 PLATES = (400, 600, 800, 2048)
 SHARPNESS_AT = (0.5, 0.8)  # of the output's Nyquist frequency
-LONGER_SIDE = (1.04, 1.28)  # synth px bounds the longer side; these give the median shorter ~S
-
-
-def target_size(w: int, h: int) -> tuple[int, int]:
-    if min(w, h) <= TARGET:
-        return w, h
-    scale = TARGET / min(w, h)
-    return max(1, round(w * scale)), max(1, round(h * scale))
-
-
-# --------------------------------------------------------------------------- variants
 
 
 def pillow_variants() -> dict:
-    R = Image.Resampling
-
-    def encode(img: Image.Image) -> bytes:
-        out = io.BytesIO()
-        img.save(out, "JPEG", quality=QUALITY)
-        return out.getvalue()
-
-    def plain(resample, margin: float | None = None):
-        def run(data: bytes) -> bytes:
-            img = Image.open(io.BytesIO(data))
-            size = target_size(*img.size)
-            if margin and size != img.size:
-                img.draft("RGB", (round(size[0] * margin), round(size[1] * margin)))
-            img = img.convert("RGB")
-            if size != img.size:
-                img = img.resize(size, resample, reducing_gap=None)
-            return encode(img)
-
-        return run
-
-    return {
-        "pillow bilinear": plain(R.BILINEAR),
-        "pillow draft to 2x + bilinear": plain(R.BILINEAR, 2.0),
-        "pillow bicubic": plain(R.BICUBIC),
-    }
+    """Pillow's rows: the same functions the end-to-end floor times (ingest_vs_img2dataset)."""
+    rows = e2e.pillow_variants()
+    names = ("pillow bilinear", "pillow draft to 2x + bilinear", "pillow bicubic")
+    return {name: rows[name][1] for name in names}
 
 
 def opencv_variants() -> dict:
@@ -98,7 +65,7 @@ def opencv_variants() -> dict:
     from pipeline import fast_images
 
     cv2.setNumThreads(1)
-    params = [int(cv2.IMWRITE_JPEG_QUALITY), QUALITY]
+    params = [int(cv2.IMWRITE_JPEG_QUALITY), e2e.QUALITY]
 
     def cv_encode(img: np.ndarray) -> bytes:
         ok, buf = cv2.imencode(".jpg", img, params)
@@ -108,19 +75,19 @@ def opencv_variants() -> dict:
 
     def pil_encode(img: np.ndarray) -> bytes:
         out = io.BytesIO()
-        Image.fromarray(cv2.cvtColor(img, cv2.COLOR_BGR2RGB)).save(out, "JPEG", quality=QUALITY)
+        Image.fromarray(cv2.cvtColor(img, cv2.COLOR_BGR2RGB)).save(out, "JPEG", quality=e2e.QUALITY)
         return out.getvalue()
 
     def decode(data: bytes, margin: float | None) -> np.ndarray:
         w, h = Image.open(io.BytesIO(data)).size  # header only
-        k = fast_images.reduced_factor(w, h, TARGET, margin) if margin else 1
+        k = fast_images.reduced_factor(w, h, e2e.TARGET, margin) if margin else 1
         flag = fast_images.REDUCED_FLAGS[k] | cv2.IMREAD_IGNORE_ORIENTATION
         return cv2.imdecode(np.frombuffer(data, np.uint8), flag)
 
     def make(resize, margin: float | None = 2.0, encode=cv_encode):
         def run(data: bytes) -> bytes:
             img = decode(data, margin)
-            size = target_size(img.shape[1], img.shape[0])
+            size = e2e.target_size(img.shape[1], img.shape[0])
             if size != (img.shape[1], img.shape[0]):
                 img = resize(img, size)
             return encode(img)
@@ -172,7 +139,7 @@ def opencv_variants() -> dict:
 def weakly_variants() -> dict:
     from pipeline.images import ImageConfig, prepare_image
 
-    config = ImageConfig(image_size=TARGET, quality=QUALITY, keep_small_jpeg=False)
+    config = ImageConfig(image_size=e2e.TARGET, quality=e2e.QUALITY, keep_small_jpeg=False)
     return {
         "weakly prepare_image, Pillow path (+ phash)": lambda d: (
             prepare_image(d, config, fast=False).jpeg
@@ -187,7 +154,7 @@ def weakly_variants() -> dict:
 def grating(side: int, freq_out: float, axis: int) -> Image.Image:
     """`side`^2 cosine grating whose frequency is `freq_out` cycles per output pixel once the
     image is TARGET px: amplitude 100 around 127.5, so nothing clips."""
-    freq_src = freq_out * TARGET / side
+    freq_src = freq_out * e2e.TARGET / side
     t = np.arange(side, dtype=np.float64)
     line = 127.5 + 100.0 * np.cos(2 * np.pi * freq_src * t)
     grey = np.broadcast_to(line[None, :] if axis == 1 else line[:, None], (side, side))
@@ -230,7 +197,7 @@ def make_corpus(work: Path, size: int, n: int) -> list[bytes]:
     if not (folder / "ready").exists():
         from weakly.synth import synth
 
-        lo, hi = (round(size * f) for f in LONGER_SIDE)
+        lo, hi = (round(size * f) for f in e2e.LONGER_SIDE)
         synth(n, folder / "syn", None, min_px=lo, max_px=hi, planted_fraction=0.0)
         (folder / "ready").write_text("ok\n")
     paths = sorted(p for p in (folder / "syn").rglob("*.jpg"))
@@ -243,7 +210,7 @@ def hash_agreement(corpus: list[bytes]) -> str:
     from pipeline.images import ImageConfig, prepare_image
     from pipeline.phash import phash
 
-    config = ImageConfig(image_size=TARGET, quality=QUALITY, keep_small_jpeg=False)
+    config = ImageConfig(image_size=e2e.TARGET, quality=e2e.QUALITY, keep_small_jpeg=False)
     rows = []
     for data in corpus:
         ref = phash(data)

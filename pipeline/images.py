@@ -149,6 +149,17 @@ def prepare_image(data: bytes, config: ImageConfig, *, fast: bool = True) -> Pre
         raise ImageReject("corrupt_image", f"{type(exc).__name__}: {exc}"[:120]) from None
 
 
+def _small_enough(w: int, h: int, config: ImageConfig) -> bool:
+    """No downscale: `--resize-mode keep`, or the shorter side already at most the target."""
+    return config.resize_mode == "keep" or min(w, h) <= config.image_size
+
+
+def _resized(w: int, h: int, target: int) -> tuple[int, int]:
+    """(w, h) scaled so the shorter side is `target`, the longer rounded, neither below 1."""
+    scale = target / min(w, h)
+    return max(1, round(w * scale)), max(1, round(h * scale))
+
+
 def _orientation(img: Image.Image) -> int:
     try:
         return img.getexif().get(0x0112, 1)
@@ -163,7 +174,7 @@ def _prepare_fast(img: Image.Image, data: bytes, config: ImageConfig) -> Prepare
     w, h = img.size
     orientation = _orientation(img)
     target = config.image_size
-    small_enough = config.resize_mode == "keep" or min(w, h) <= target
+    small_enough = _small_enough(w, h, config)
     k = 1 if small_enough else fast_images.reduced_factor(w, h, target, DRAFT_MARGIN)
     bgr = fast_images.decode_reduced(data, w, h, k)
     if bgr is None:
@@ -172,9 +183,7 @@ def _prepare_fast(img: Image.Image, data: bytes, config: ImageConfig) -> Prepare
         # The size the Pillow path computes from its decoded image (which it transposes first:
         # resizing before the transpose, per-axis sigma, gives the same pixels transposed).
         rh, rw = bgr.shape[:2]
-        scale = target / min(rw, rh)
-        size = (max(1, round(rw * scale)), max(1, round(rh * scale)))
-        bgr = fast_images.downscale(bgr, size)
+        bgr = fast_images.downscale(bgr, _resized(rw, rh, target))
     bgr = fast_images.orient(bgr, orientation)
     image_hash = phash_array(fast_images.to_gray(bgr))
     height, width = bgr.shape[:2]
@@ -189,12 +198,9 @@ def _prepare_fast(img: Image.Image, data: bytes, config: ImageConfig) -> Prepare
 def _prepare(img: Image.Image, data: bytes, config: ImageConfig) -> PreparedImage:
     original_format = img.format
     w, h = img.size
-    try:
-        orientation = img.getexif().get(0x0112, 1)
-    except Exception:
-        orientation = 1
+    orientation = _orientation(img)
     target = config.image_size
-    small_enough = config.resize_mode == "keep" or min(w, h) <= target
+    small_enough = _small_enough(w, h, config)
     try:
         if original_format == "JPEG" and not small_enough:
             scale = min(w, h) / (DRAFT_MARGIN * target)  # draft never goes below this size
@@ -214,9 +220,7 @@ def _prepare(img: Image.Image, data: bytes, config: ImageConfig) -> PreparedImag
         and plain_jpeg(data)
     )
     if not small_enough:
-        scale = target / min(rgb.size)
-        size = (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale)))
-        rgb = rgb.resize(size, RESAMPLE, reducing_gap=None)
+        rgb = rgb.resize(_resized(rgb.width, rgb.height, target), RESAMPLE, reducing_gap=None)
     # Hashed after resizing: the hash is resolution-stable (BENCHMARKS.md) and a 256 px image
     # costs a fraction of the full decode to reduce to 32x32.
     image_hash = phash_array(rgb)

@@ -34,6 +34,7 @@ from weakly_base.shard_format import (
     FORMAT_NAME,
     FORMAT_VERSION,
     MEMBER_RE,
+    SAMPLES_RANGE_COLUMNS,
     check_format,
     iter_shard_records,
     iter_tar_records,
@@ -111,8 +112,8 @@ class Dataset:
         self.mean_shard_size = mean_shard_size(self.meta, self.shards, self.url, split)
         self._v1_rows: dict[str, list[IndexRow]] | None = None
         self._weights: dict[int, np.ndarray] = {}
-        self._rows: dict[int, list[IndexRow]] = {}
-        self._ranges: dict[int, list[tuple[int, int]] | None] = {}  # beside _rows, same keys
+        # Per shard: its index rows and their byte ranges in the tar (None: the index has none).
+        self._rows: dict[int, tuple[list[IndexRow], list[tuple[int, int]] | None]] = {}
         self.fetch_stats = FetchStats()  # what ranged reads (object stores) fetched
         self._rows_lock = threading.Lock()  # object-store read-ahead threads share the cache
         self._sizes = dict(zip(self.shards.files, self.shards.nbytes, strict=False))
@@ -151,26 +152,24 @@ class Dataset:
         """The samples-index rows of shard `index`, sorted by key: one small part read
         (version 2; the last `_CACHED_ROWS` shards' rows are kept, as a shard is visited
         several times an epoch); a version-1 index is one file, read once and kept."""
-        with self._rows_lock:
-            rows = self._rows.get(index)
-        if rows is None:
-            rows, ranges = self._read_rows(index)
-            with self._rows_lock:
-                self._rows[index], self._ranges[index] = rows, ranges
-                while len(self._rows) > _CACHED_ROWS:
-                    self._ranges.pop(oldest := next(iter(self._rows)), None)
-                    self._rows.pop(oldest)
-        return rows
+        return self._shard_rows(index)[0]
 
     def sample_ranges(self, index: int) -> list[tuple[int, int]] | None:
         """(offset, size) in the tar of each of shard `index`'s index rows, in row order, or
         None when its samples index has no byte ranges (written before they existed, or a
         version-1 index): then the tar is streamed."""
-        while True:
-            self.index_rows(index)
+        return self._shard_rows(index)[1]
+
+    def _shard_rows(self, index: int) -> tuple[list[IndexRow], list[tuple[int, int]] | None]:
+        with self._rows_lock:
+            entry = self._rows.get(index)
+        if entry is None:
+            entry = self._read_rows(index)
             with self._rows_lock:
-                if index in self._ranges:
-                    return self._ranges[index]
+                self._rows[index] = entry
+                while len(self._rows) > _CACHED_ROWS:
+                    self._rows.pop(next(iter(self._rows)))
+        return entry
 
     def _read_rows(self, index: int) -> tuple[list[IndexRow], list[tuple[int, int]] | None]:
         file = self.shards.files[index]
@@ -180,8 +179,8 @@ class Dataset:
                 if self._v1_rows is None:
                     self._v1_rows = self._all_rows(columns)
                 return self._v1_rows.get(file, []), None
-            t = read_shard_samples(self.store, file, columns=[*columns, "offset", "size"])
-            t = t.to_pydict()
+            columns += SAMPLES_RANGE_COLUMNS
+            t = read_shard_samples(self.store, file, columns=columns).to_pydict()
         except (ValueError, FileNotFoundError) as exc:
             raise DataStop(
                 f"{self.url}: the samples index of {file} is unreadable: {exc}"
@@ -303,9 +302,8 @@ class Dataset:
         if ranges is None:
             return None
         chosen = [ranges[i] for i in wanted]
-        if any(size > max_range(max_member_bytes) for _, size in chosen):
-            return None
-        return chosen
+        largest = max_range(max_member_bytes)
+        return None if any(size > largest for _, size in chosen) else chosen
 
     def read_rows(
         self, index: int, max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES
