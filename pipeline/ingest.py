@@ -37,7 +37,6 @@ from weakly_base.storage import Store, normalise_url
 
 from . import work_layout as lay
 from .buckets import write_bucket
-from .early_pass2 import EarlyPass2
 from .index_writer import Pass2Totals, write_dataset_json
 from .ingest_config import IngestConfig, RunOptions
 from .manifest import list_manifest_files
@@ -122,16 +121,13 @@ def _start(
     options: RunOptions,
     clock: PhaseClock | None = None,
     need_ray: bool = True,
-    early: EarlyPass2 | None = None,
 ):
     """Output checked and claimed (under the writer lock), Ray up (unless `need_ray` is off
     and the plan can be made without it), and the plan (loaded or made).
 
     Ray takes seconds to start, mostly waiting on its own processes, so the driver's side of
     the start (lexicon load; for small manifests the whole of pass 1 and report.png,
-    pipeline/plan.py `plan_in_driver`; else the plotting imports) runs in a thread meanwhile,
-    and once a plan is at hand there (saved, or made in the driver) `early` starts running
-    pass-2 chunks until Ray's pass 2 takes over (pipeline/early_pass2.py)."""
+    pipeline/plan.py `plan_in_driver`; else the plotting imports) runs in a thread meanwhile."""
     with maybe(clock, "output check"):
         prepare_out(store, config, options)
         store.remove(DATASET_JSON)  # not complete until rewritten at the end
@@ -150,17 +146,13 @@ def _start(
         if not options.key_partitions:
             options = dataclasses.replace(options, key_partitions=partition_count(total))
 
-    on_plan = early.start if early is not None else None
-
     def driver_side():
         if saved is not None:  # pass 2 needs no lexicon
-            if on_plan is not None:
-                on_plan(saved)
             return saved
         with maybe(clock, "lexicon load"):
             lexicon = _load_lexicon(config)
         if local:
-            return run_plan(None, store, files, config, lexicon, options, clock, on_plan)
+            return run_plan(None, store, files, config, lexicon, options, clock)
         with maybe(clock, "plot imports"):
             warm_report()
         return lexicon
@@ -181,47 +173,26 @@ def _say(line: str) -> None:
     print(f"weakly ingest: {line}", file=sys.stderr, flush=True)
 
 
-def _chunks(
-    plan: Plan, store: Store, chunk_rows: int, totals: Pass2Totals, task, shared, skip=frozenset()
-):
-    """(task, args, tag) for every pass-2 chunk not yet done and not in `skip` (the driver's
-    own, pipeline/early_pass2.py), file by file; the counts of chunks done before this run
-    (a resumed job) go straight to `totals`."""
+def _chunks(plan: Plan, store: Store, chunk_rows: int, totals: Pass2Totals, task, shared):
+    """(task, args, tag) for every pass-2 chunk not yet done, file by file; the counts of
+    chunks already done (a resumed job) go straight to `totals`."""
     for f, live in enumerate(plan.live):
         done = set(store.list(lay.chunk_done_dir(f)))
         for c in range(math.ceil(live / chunk_rows)):
             marker = lay.chunk_done(f, c)
-            if (f, c) in skip:
-                continue
             if marker.rsplit("/", 1)[1] in done:
                 totals.add_chunk(json.loads(store.get(marker)))
             else:
                 yield task, (store, f, c, *shared), (f, c)
 
 
-def _run_pass2(
-    ray,
-    store: Store,
-    plan: Plan,
-    config: IngestConfig,
-    eval_index,
-    options,
-    early: EarlyPass2 | None = None,
-):
+def _run_pass2(ray, store: Store, plan: Plan, config: IngestConfig, eval_index, options):
     totals = Pass2Totals()
-    skip = early.stop() if early is not None else frozenset()
     task = ray.remote(max_retries=3)(process_chunk)
     shared = (config, ray.put(plan.counts), plan.solved_law(), ray.put(eval_index))
     window = max(4, 2 * int(ray.cluster_resources().get("CPU", 2)))
-    calls = _chunks(plan, store, config.chunk_rows, totals, task, shared, skip)
-    fold = lambda tag, result: totals.add_chunk(result)  # noqa: E731
-    run_windowed(ray, calls, window, "pass 2", options.progress, fold)
-    if early is not None:
-        done, failed = early.finish()
-        for counts in done.values():
-            totals.add_chunk(counts)
-        retry = ((task, (store, f, c, *shared), (f, c)) for f, c in failed)
-        run_windowed(ray, retry, window, "pass 2", options.progress, fold)
+    calls = _chunks(plan, store, config.chunk_rows, totals, task, shared)
+    run_windowed(ray, calls, window, "pass 2", options.progress, lambda t, r: totals.add_chunk(r))
     return totals
 
 
@@ -267,17 +238,10 @@ def ingest(
         eval_index = _load_eval_index(config, options)
     with clock.phase("manifest listing"):
         store, files = _open_output(manifests, out, options)
-    early = None
-    if options.address is None and options.driver_chunks:
-        early = EarlyPass2(store, config, eval_index, clock)
     with hold_output(store, options.lease_seconds, _say) as lock:
-        try:
-            ray, job_plan = _start(store, files, config, options, clock, early=early)
-            with clock.phase("pass 2"):
-                totals = _run_pass2(ray, store, job_plan, config, eval_index, options, early)
-        finally:  # an error or Ctrl-C: the driver claims no further chunk
-            if early is not None:
-                early.stop()
+        ray, job_plan = _start(store, files, config, options, clock)
+        with clock.phase("pass 2"):
+            totals = _run_pass2(ray, store, job_plan, config, eval_index, options)
         lock.check()
         with clock.phase("shards"):
             _run_shards(ray, store, job_plan, config, totals, options)
@@ -288,5 +252,4 @@ def ingest(
     summary.seconds = elapsed
     summary.images_per_second = summary.input_rows / elapsed if elapsed > 0 else 0.0
     summary.phases = clock.as_dict()
-    summary.driver_chunks = len(early.done) if early is not None else 0
     return summary

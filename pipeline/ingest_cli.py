@@ -181,12 +181,6 @@ def _add_ingest_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--num-cpus", type=int, help="CPUs for the local Ray (default: all)")
     p.add_argument(
-        "--no-driver-chunks",
-        action="store_true",
-        help="local Ray: leave every image chunk to Ray instead of running the first ones in "
-        "this process while Ray starts (the output is the same either way)",
-    )
-    p.add_argument(
         "--overwrite",
         action="store_true",
         help="delete OUT and start over (refused while another run writes OUT)",
@@ -304,7 +298,6 @@ def _run_ingest(args: argparse.Namespace) -> int:
         storage_options=args.storage_options,
         lease_seconds=args.lease_seconds,
         key_partitions=args.key_partitions,
-        driver_chunks=not args.no_driver_chunks,
     )
     if args.plan_only:
         print(plan(list(args.manifests), args.out, config, options).table())

@@ -76,6 +76,3 @@ class RunOptions:
     # On an object store, seconds the writer lease lasts without renewal (pipeline/
     # output_lease.py): how long a run killed on another machine blocks the next one.
     lease_seconds: float = DEFAULT_LEASE_SECONDS
-    # With an embedded Ray (no address): run pass-2 chunks in the driver while Ray starts
-    # (pipeline/early_pass2.py). The output does not depend on it.
-    driver_chunks: bool = True

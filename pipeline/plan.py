@@ -18,7 +18,6 @@ import json
 import math
 import os
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -219,19 +218,11 @@ def _put(ray, value):
 
 
 def run_plan(
-    ray,
-    store: Store,
-    files: list[str],
-    config,
-    lexicon,
-    options,
-    clock: PhaseClock | None = None,
-    on_plan: Callable[[Plan], None] | None = None,
+    ray, store: Store, files: list[str], config, lexicon, options, clock: PhaseClock | None = None
 ) -> Plan:
     """All rounds of pass 1; the plan is saved (and report.png written) before returning.
     `ray` None runs every round in this process (small jobs, `plan_in_driver`); `clock`
-    records each round's time (pipeline/phases.py); `on_plan` gets the plan as soon as it is
-    made, before the report is drawn and the plan saved."""
+    records each round's time (pipeline/phases.py)."""
     with maybe(clock, "pass 1: setup"):
         partitions = options.key_partitions or partition_count(
             manifest_bytes(files, options.storage_options)
@@ -301,6 +292,8 @@ def run_plan(
         (store, f, live[f], counts_ref, law, edges, config) for f in range(len(files)) if live[f]
     ]
     _round(ray, weigh_file, calls, "pass 1: weights", options, took_weights, clock)
+    with maybe(clock, "report.png"):
+        _write_report(store, counts, weighted, hist, edges)
     plan = Plan(
         files=files,
         rows=rows,
@@ -318,10 +311,6 @@ def run_plan(
         law=law.as_dict(),
         noise=noise.report(config.label_noise),
     )
-    if on_plan is not None:  # pass 2 may start before the report is drawn (early_pass2.py)
-        on_plan(plan)
-    with maybe(clock, "report.png"):
-        _write_report(store, counts, weighted, hist, edges)
     plan.save(store)
     return plan
 

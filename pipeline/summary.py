@@ -40,15 +40,12 @@ class IngestSummary:
     images_per_second: float
     noise: dict = field(default_factory=dict)  # plan.json's label-noise tally
     phases: dict = field(default_factory=dict)  # {phase: {"wall", "cpu"}} (pipeline/phases.py)
-    driver_chunks: int = 0  # pass-2 chunks the driver ran while Ray started (early_pass2.py)
 
     def profile(self) -> str:
         """`--profile`: where the job's wall time went, phase by phase."""
         from .phases import phase_rows
 
-        lines = phase_rows(self.phases, self.seconds)
-        lines.append(f"{'pass-2 chunks in the driver':<28}{self.driver_chunks:>10}")
-        return "\n".join(lines)
+        return "\n".join(phase_rows(self.phases, self.seconds))
 
     def table(self) -> str:
         lines = [

@@ -63,7 +63,7 @@ def test_sigkill_of_a_ray_worker_mid_pass2(images, tmp_path, lexicon_dir, ray_lo
         config = tmp_path / "job.yaml"
         config.write_text(
             f"lexicon_dir: {lexicon_dir}\nshard_size: 15\nchunk_rows: 3\nnum_cpus: 2\n"
-            "no_progress: true\nno_driver_chunks: true\n"  # every chunk a Ray task, to kill
+            "no_progress: true\n"
         )
         cmd = [sys.executable, "-m", "weakly.cli", "ingest", str(manifest), "--config",
                str(config), "--out"]  # fmt: skip
