@@ -7,9 +7,9 @@ them, on the same machine, and are timed the same way. So:
   `<repo>/.cache/img2dataset-venv`, version pinned below, or `--img2dataset PATH`), so its
   pins never touch weakly's environment and weakly's never help or hurt it.
 - Both read the same URL list (a parquet with `url` and `tags`) from one loopback HTTP server
-  (HTTP/1.1, keep-alive capable, `request_queue_size` 256) that runs in its own process pinned
-  to the same C cores as the tools: it shares those cores, and its CPU cost lands the same on
-  both tools.
+  (HTTP/1.1, keep-alive capable, TCP_NODELAY as CDNs set it, `request_queue_size` 256) that
+  runs in its own process pinned to the same C cores as the tools: it shares those cores,
+  and its CPU cost lands the same on both tools.
 - Each tool is timed as a whole subprocess (`taskset -c 0-(C-1)`, interpreter start and Ray
   start-up included: what a user waits for), best of `--repeats` runs, weakly and img2dataset
   alternating, each into a fresh output folder. Both must write ~all images (weakly drops the
@@ -455,13 +455,28 @@ def ensure_img2dataset(binary: str | None) -> tuple[str, str]:
     return str(cli), str(python)
 
 
-def run_timed(cmd: list[str], log: Path, timeout: float, env: dict) -> float:
-    """Wall seconds of `cmd` as a whole; its output goes to `log`. Raises on failure/timeout."""
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds of one live process (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_timed(
+    cmd: list[str], log: Path, timeout: float, env: dict, sample_cpu: bool = False
+) -> tuple[float, dict | None]:
+    """(wall seconds of `cmd` as a whole, its process tree's CPU seconds by kind when
+    `sample_cpu`, else None); its output goes to `log`. Raises on failure/timeout."""
+    sampler = None
     with open(log, "wb") as handle:
         start = time.perf_counter()
         proc = subprocess.Popen(
             cmd, stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=REPO, start_new_session=True
         )
+        if sample_cpu:
+            sys.path.insert(0, str(REPO / "benchmarks"))
+            from ingest_fixed_cost import CpuSampler  # every 0.1 s from /proc, by kind
+
+            sampler = CpuSampler(proc.pid)
         try:
             rc = proc.wait(timeout)
         except BaseException as exc:  # a timeout, or ^C: the tool is in its own session
@@ -472,6 +487,7 @@ def run_timed(cmd: list[str], log: Path, timeout: float, env: dict) -> float:
                 f"timed out after {timeout:.0f} s: {shlex.join(cmd)} (log {log})"
             ) from None
         seconds = time.perf_counter() - start
+    cpu = sampler.totals() if sampler is not None else None
     # Ray or img2dataset helpers left in the group would eat the next run's cores.
     try:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -480,7 +496,7 @@ def run_timed(cmd: list[str], log: Path, timeout: float, env: dict) -> float:
     if rc != 0:
         tail = log.read_text(errors="replace")[-3000:]
         raise RuntimeError(f"exit {rc}: {shlex.join(cmd)}\n{tail}")
-    return seconds
+    return seconds, cpu
 
 
 def tool_env() -> dict:
@@ -638,13 +654,21 @@ def bench_size(args, size: int, n: int, i2d_cli: str, pythons: dict, work: Path)
                 else:
                     cmd = img2dataset_cmd(i2d_cli, urls, out, args.cores, shard_size)
                 print(f"  {size} px run {r + 1}/{args.repeats}: {tool} ...", end=" ", flush=True)
-                seconds = run_timed(cmd, runs_dir / f"{tool}-{r}.log", timeout, env)
+                served = process_cpu(server.pid)
+                log = runs_dir / f"{tool}-{r}.log"
+                seconds, cpu = run_timed(cmd, log, timeout, env, args.cpu)
+                served = process_cpu(server.pid) - served
                 counts = weakly_counts(out) if tool == "weakly" else img2dataset_counts(out)
                 counts["sizes"] = output_sizes(out)
                 rate = n / seconds
-                print(
-                    f"{seconds:.1f} s, {rate:.1f} img/s, wrote {counts['written']}/{n}", flush=True
-                )
+                line = f"{seconds:.1f} s, {rate:.1f} img/s, wrote {counts['written']}/{n}"
+                if cpu is not None:
+                    if tool != "weakly":  # the sampler's kinds name weakly's processes
+                        cpu = {"img2dataset processes": round(sum(cpu.values()), 2)}
+                    counts["cpu_s"] = cpu
+                    line += f", CPU {sum(cpu.values()):.1f} s {cpu}"
+                counts["server_cpu_s"] = round(served, 2)
+                print(f"{line}, server CPU {served:.1f} s", flush=True)
                 results[tool].append(
                     {"seconds": round(seconds, 3), "img_s": round(rate, 2), **counts}
                 )
@@ -787,6 +811,12 @@ def main() -> None:
     parser.add_argument("--floor-n", type=int, default=500, help="files the floor is timed on")
     parser.add_argument("--run-timeout", type=float, help="seconds per tool run (default by n)")
     parser.add_argument("--keep-outputs", action="store_true", help="keep every run's output")
+    parser.add_argument(
+        "--cpu",
+        action="store_true",
+        help="also sample each run's CPU by process (the tool's tree, every 0.1 s from /proc; "
+        "the sampling itself costs a little CPU on the same box)",
+    )
     args = parser.parse_args()
     if args.cores < 1 or args.cores > (os.cpu_count() or 1):
         raise SystemExit(f"--cores {args.cores}: this machine has {os.cpu_count()}")
