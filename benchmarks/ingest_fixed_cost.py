@@ -72,6 +72,17 @@ def parse_profile(text: str) -> dict:
     return found
 
 
+def stat_cpu(stat: str, tick: float) -> float:
+    """User + system CPU seconds (all threads) from the text of a /proc/PID/stat."""
+    fields = stat.rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) * tick
+
+
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds of one live process."""
+    return stat_cpu(Path(f"/proc/{pid}/stat").read_text(), 1.0 / os.sysconf("SC_CLK_TCK"))
+
+
 def _cpu_and_kind(pid: int, tick: float) -> tuple[float, str] | None:
     """(user + system CPU seconds, kind) of a live process, or None when it is gone."""
     try:
@@ -79,8 +90,7 @@ def _cpu_and_kind(pid: int, tick: float) -> tuple[float, str] | None:
         cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
     except OSError:
         return None
-    fields = stat.rpartition(")")[2].split()
-    cpu = (int(fields[11]) + int(fields[12])) * tick
+    cpu = stat_cpu(stat, tick)
     comm = stat[stat.index("(") + 1 : stat.rindex(")")]
     if "default_worker.py" in cmd or comm.startswith("ray::"):
         kind = "ray workers"

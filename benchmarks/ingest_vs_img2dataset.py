@@ -59,6 +59,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+from ingest_fixed_cost import CpuSampler, process_cpu  # noqa: E402 (after the path)
+
 # Installed and run here (2026-12, Python 3.11) with no extra pins; pip resolved, among others,
 # opencv-python-headless 4.14.0.94, albumentations 1.4.24, numpy 2.4.6, pyarrow 26.0.1 and the
 # `dataclasses` 0.6 backport (harmless: the standard library's module shadows it). The results
@@ -371,7 +374,6 @@ PLATES = (600, 2048)
 
 
 def _aliasing_tools():
-    sys.path.insert(0, str(REPO / "benchmarks"))
     import aliasing  # benchmarks/aliasing.py: the zone plate and the measure
 
     return aliasing
@@ -455,12 +457,6 @@ def ensure_img2dataset(binary: str | None) -> tuple[str, str]:
     return str(cli), str(python)
 
 
-def process_cpu(pid: int) -> float:
-    """User + system CPU seconds of one live process (all its threads), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def run_timed(
     cmd: list[str], log: Path, timeout: float, env: dict, sample_cpu: bool = False
 ) -> tuple[float, dict | None]:
@@ -473,10 +469,7 @@ def run_timed(
             cmd, stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=REPO, start_new_session=True
         )
         if sample_cpu:
-            sys.path.insert(0, str(REPO / "benchmarks"))
-            from ingest_fixed_cost import CpuSampler  # every 0.1 s from /proc, by kind
-
-            sampler = CpuSampler(proc.pid)
+            sampler = CpuSampler(proc.pid)  # every 0.1 s from /proc, by kind
         try:
             rc = proc.wait(timeout)
         except BaseException as exc:  # a timeout, or ^C: the tool is in its own session
